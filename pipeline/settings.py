@@ -1,0 +1,147 @@
+"""One frozen settings object, read from the environment; secrets never printed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.domain.keys import DEVELOPMENT_SECRET
+from pipeline.errors import ConfigError
+
+
+class Secret:
+    """A secret value whose repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How to reach a secured cluster; PLAINTEXT by default (the embedded broker)."""
+
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Return these settings as kafka-python client keyword arguments."""
+        config: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = (
+                self.sasl_password.reveal().decode() if self.sasl_password else None
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                config[name] = getattr(self, name)
+        return config
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "127.0.0.1:9092"
+    app_id: str = "herald"
+    environment: str = "development"  # "production" refuses the development secret
+    subscriber_secret: Secret = field(default_factory=lambda: Secret(DEVELOPMENT_SECRET))
+    partitions: int = 6
+    replication_factor: int = 1
+    metrics_port: int = 0  # 0: no /metrics endpoint
+    session_timeout_s: float = 10.0  # short: the embedded broker's group join waits on it
+    batch_size: int = 1_000
+    batch_within_s: float = 0.05
+    data_dir: Path = Path(".herald-data")
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError("HERALD_PARTITIONS must be at least 1")
+        if self.environment not in ("development", "production"):
+            raise ConfigError("HERALD_ENV must be 'development' or 'production'")
+        if self.environment == "production" and self.uses_development_secret:
+            raise ConfigError(
+                "refusing to start in production with the development subscriber secret: "
+                "set HERALD_SECRET or HERALD_SECRET_FILE"
+            )
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.subscriber_secret.reveal() == DEVELOPMENT_SECRET
+
+    def describe(self) -> dict[str, str]:
+        """Return every setting as text, secrets masked, for logs and `herald config`."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from HERALD_* variables; keyword overrides win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        simple = {
+            "HERALD_BROKER": ("broker", str),
+            "HERALD_APP_ID": ("app_id", str),
+            "HERALD_ENV": ("environment", str),
+            "HERALD_PARTITIONS": ("partitions", int),
+            "HERALD_REPLICATION_FACTOR": ("replication_factor", int),
+            "HERALD_METRICS_PORT": ("metrics_port", int),
+            "HERALD_SESSION_TIMEOUT": ("session_timeout_s", float),
+            "HERALD_BATCH_SIZE": ("batch_size", int),
+            "HERALD_BATCH_WITHIN": ("batch_within_s", float),
+            "HERALD_DATA_DIR": ("data_dir", Path),
+        }
+        for var, (name, parse) in simple.items():
+            if env.get(var):
+                try:
+                    values[name] = parse(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var} is not a valid {parse.__name__}") from exc
+        secret = _secret(env, "HERALD_SECRET")
+        if secret is not None:
+            values["subscriber_secret"] = secret
+        values["security"] = KafkaSecurity(
+            security_protocol=env.get("HERALD_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=env.get("HERALD_SASL_MECHANISM") or None,
+            sasl_username=env.get("HERALD_SASL_USERNAME") or None,
+            sasl_password=_secret(env, "HERALD_SASL_PASSWORD"),
+            ssl_cafile=env.get("HERALD_SSL_CAFILE") or None,
+            ssl_certfile=env.get("HERALD_SSL_CERTFILE") or None,
+            ssl_keyfile=env.get("HERALD_SSL_KEYFILE") or None,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+def _secret(env: Mapping[str, str], var: str) -> Secret | None:
+    """Read VAR, or the file named by VAR_FILE (trailing newline stripped)."""
+    if env.get(f"{var}_FILE"):
+        try:
+            return Secret(Path(env[f"{var}_FILE"]).read_bytes().rstrip(b"\r\n"))
+        except OSError as exc:
+            raise ConfigError(f"{var}_FILE cannot be read: {exc.strerror}") from exc
+    if env.get(var):
+        return Secret(env[var].encode())
+    return None

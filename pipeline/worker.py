@@ -1,0 +1,39 @@
+"""Start a worker process: topics, metrics endpoint, then the faust worker loop."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline import topics
+from pipeline.metrics import build_metrics, serve_metrics
+from pipeline.policy import default_policy
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    """Run until SIGTERM/SIGINT; faust stops the agents and commits what was done."""
+    import faust
+
+    from pipeline.streams.app import build_app
+
+    topics.create_topics(
+        settings.broker,
+        topics.herald_topics(settings.app_id, settings.partitions),
+        settings.replication_factor,
+        settings.security.kafka_python_config(),
+    )
+    policy = default_policy()
+    metrics = build_metrics()
+    if settings.metrics_port:
+        serve_metrics(metrics, settings.metrics_port)
+    app = build_app(settings, policy, metrics=metrics)
+    log.info(
+        "herald worker: broker=%s app_id=%s partitions=%d policy=%s secret=%s",
+        settings.broker, settings.app_id, settings.partitions, policy.version,
+        "development" if settings.uses_development_secret else "configured",
+    )  # fmt: skip
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
