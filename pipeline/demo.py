@@ -98,7 +98,7 @@ def render(p: Progress, expected: int, elapsed: float, rate: float) -> Table:
     for stage, n in sorted(p.dead_letters.items()):
         table.add_row(f"[red]dead letters ({stage})", f"{n:,}")
     table.add_row("[bold]outcomes / expected", f"{p.outcomes:,} / {expected:,}")
-    table.add_row("decisions per second", f"{rate:,.0f}")
+    table.add_row("outcomes per second", f"{rate:,.0f}")
     return table
 
 
@@ -163,7 +163,8 @@ def run_demo(
                 worker.kill()
                 worker.wait()
     complete = progress.outcomes >= expected
-    console.print(render(progress, expected, time.monotonic() - started, 0))
+    elapsed = time.monotonic() - started
+    console.print(render(progress, expected, elapsed, progress.outcomes / elapsed))
     if not complete:
         console.print(f"[red]incomplete: {progress.outcomes:,} of {expected:,} outcomes")
         return 1
