@@ -145,6 +145,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print why an event was or was not delivered to one number."""
+    from pipeline.explain import explain
+
+    decisions = explain(_settings(args), args.event, args.phone)
+    if not decisions:
+        print("no decision recorded for that event and number (yet)", file=sys.stderr)
+        return 1
+    for d in decisions:
+        print(json.dumps(d, indent=2))
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    """Print the effective policy (defaults filled in) and its version."""
+    from pipeline.policy import effective_document
+
+    path = args.file or Settings.from_env().policy_file
+    print(json.dumps(effective_document(path), indent=2))
+    return 0
+
+
 class _closing:
     """Close a kafka-python client on exit (they are not context managers)."""
 
@@ -202,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=0, help="events per second (0: as fast as possible)"
     )
     p.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: all)")
+
+    p = command("explain", cmd_explain, "Why did (or didn't) a number get an event's message?")
+    p.add_argument("--event", required=True, help="the event_id")
+    p.add_argument("--phone", required=True, help="the recipient's number, as the business sent it")
+    p.add_argument("--broker")
+
+    p = command("policy", cmd_policy_show, "Show the effective policy and its version.")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--file", type=Path, help="a policy file (default $HERALD_POLICY_FILE)")
 
     p = command("demo", cmd_demo, "Broker + worker + simulator, with live progress.")
     p.add_argument("--seed", type=int, default=7)

@@ -29,6 +29,7 @@ def read_topic(
     settings: Settings,
     topic: str,
     *,
+    partitions: list[int] | None = None,
     from_beginning: bool = True,
     max_records: int | None = None,
     idle_timeout: float | None = 2.0,
@@ -36,8 +37,9 @@ def read_topic(
 ) -> Iterator[tuple[bytes | None, bytes, int, int]]:
     """Yield (key, value, partition, offset) from every partition of a topic.
 
-    Stops after `max_records`, once nothing new arrived for `idle_timeout` seconds
-    (None: never), or at the monotonic `deadline`. Uses no consumer group, so it
+    `partitions` limits the read to those partitions. Stops after `max_records`,
+    once nothing new arrived for `idle_timeout` seconds (None: never), or at the
+    monotonic `deadline`. Uses no consumer group, so it
     never disturbs the workers' offsets.
     """
     consumer = KafkaConsumer(
@@ -46,8 +48,8 @@ def read_topic(
         **settings.security.kafka_python_config(),
     )
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        wanted = partitions if partitions is not None else consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(wanted or ())]
         consumer.assign(tps)
         if from_beginning:
             consumer.seek_to_beginning(*tps)
@@ -70,5 +72,16 @@ def read_topic(
                 return
             if deadline is not None and now > deadline:
                 return
+    finally:
+        consumer.close()
+
+
+def partition_count(settings: Settings, topic: str) -> int:
+    """Return how many partitions a topic has on the cluster."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.broker, **settings.security.kafka_python_config()
+    )
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
     finally:
         consumer.close()

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from pipeline import topics
 from pipeline.broker import EmbeddedBroker, free_port
-from pipeline.domain import KeyMaker, expand
+from pipeline.domain import InvalidEvent, KeyMaker, expand, validate_event
 from pipeline.jsonio import json_to_record
 from pipeline.policy import default_policy
 from pipeline.settings import Settings
@@ -80,6 +80,10 @@ def expected_outcomes(traffic: Traffic, secret: bytes) -> int:
         event = event_from_wire(
             codec.decode("herald.v1.BusinessEvent", codec.encode("herald.v1.BusinessEvent", record))
         )
+        try:
+            validate_event(event, policy, event.occurred_at)
+        except InvalidEvent:
+            continue  # a dead letter, not outcomes
         expansion = expand(event, keys, policy, event.occurred_at)
         total += len(expansion.recipients) + len(expansion.invalid)
     return total
@@ -144,9 +148,11 @@ def run_demo(
             wait_until(lambda: scrape(url) is not None, 60, "the worker's /metrics")
             traffic = build_traffic(Scenario(seed=seed, subscribers=subscribers, scale=scale))
             setup = publish(settings, encoded(traffic.setup, secret))
-            console.print(f"published {sum(setup.values()):,} account links and consent signals")
+            console.print(f"published {sum(setup.values()):,} account links, consent signals "
+                          "and business profiles")  # fmt: skip
+            per_subscriber = {t: setup[t] for t in (topics.ACCOUNT_LINKS, topics.USER_SIGNALS)}
             wait_until(
-                lambda: all(scrape(url).consumed[t] >= n for t, n in setup.items()),
+                lambda: all(scrape(url).consumed[t] >= n for t, n in per_subscriber.items()),
                 timeout, "the worker to apply consent",
             )  # fmt: skip
             expected = expected_outcomes(traffic, secret)

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline import topics
-from pipeline.domain.keys import normalise, subscriber_key, wa_id
+from pipeline.domain.keys import InvalidNumber, normalise, subscriber_key, wa_id
 
 NAMESPACE = "herald.v1."
 TIME_FIELDS = {
     "occurred_at", "expires_at", "updated_at", "decided_at", "deliver_after", "failed_at",
     "new_departure", "departure", "eta", "valid_until",
 }  # fmt: skip
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class InputError(ValueError):
@@ -38,7 +41,8 @@ def to_millis(value: Any, field: str) -> int | None:
             raise InputError(f"{field}: not an ISO-8601 timestamp") from exc
         if parsed.tzinfo is None:
             raise InputError(f"{field}: timestamp needs a UTC offset")
-        return int(parsed.timestamp() * 1000)
+        # Integer arithmetic: float seconds * 1000 can land a millisecond short.
+        return (parsed - _EPOCH) // timedelta(milliseconds=1)
     raise InputError(f"{field}: expected epoch milliseconds or ISO-8601 text")
 
 
@@ -68,13 +72,27 @@ def json_to_record(
         record = _times(obj)
         phone = record.pop("phone", None)
         if phone is not None:
-            e164, _region = normalise(str(phone))
+            try:
+                e164, _region = normalise(str(phone))
+            except InvalidNumber as exc:
+                raise InputError(f"phone: {exc}") from None
             record["subscriber"] = subscriber_key(e164, secret)
             if topic == topics.ACCOUNT_LINKS:
                 record.setdefault("wa_id", wa_id(e164))
         if "subscriber" not in record:
             raise InputError("subscriber (or phone) is required")
         return str(record["subscriber"]).encode(), record
+    if topic == topics.BUSINESS_PROFILES:
+        record = _times(obj)
+        if "business_id" not in record:
+            raise InputError("business_id is required")
+        return str(record["business_id"]).encode(), record
+    if topic == topics.LINK_REPUTATION:
+        record = _times(obj)
+        if "domain" not in record:
+            raise InputError("domain is required")
+        record["domain"] = str(record["domain"]).lower().removeprefix("www.")
+        return record["domain"].encode(), record
     raise InputError(f"publishing to {topic!r} is not supported")
 
 

@@ -23,6 +23,7 @@ class Metrics:
     suppressions: Counter
     dead_letters: Counter
     decision_latency: Histogram
+    blocked_links: Counter
     registry: CollectorRegistry
 
 
@@ -58,6 +59,13 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "herald_decision_latency_seconds",
             "From the business event's occurred_at to the decision for a recipient.",
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        blocked_links=Counter(
+            "herald_blocked_links_total",
+            "Messages not delivered for a link to a blocked domain, by sending business "
+            "(businesses are few and public; operators need to see who sends them).",
+            ["business"],
             registry=registry,
         ),
         registry=registry,

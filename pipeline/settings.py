@@ -35,6 +35,10 @@ class Secret:
         return hash(self._value)
 
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 @dataclass(frozen=True)
 class KafkaSecurity:
     """How to reach a secured cluster; PLAINTEXT by default (the embedded broker)."""
@@ -46,6 +50,19 @@ class KafkaSecurity:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        # One spelling for every client: a typo must stop the worker, never fall back
+        # to PLAINTEXT and send a password in the clear.
+        protocol = self.security_protocol.upper()
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"HERALD_SECURITY_PROTOCOL must be one of {', '.join(PROTOCOLS)}")
+        object.__setattr__(self, "security_protocol", protocol)
+        if protocol.startswith("SASL"):
+            mechanism = (self.sasl_mechanism or "PLAIN").upper()
+            if mechanism not in MECHANISMS:
+                raise ConfigError(f"HERALD_SASL_MECHANISM must be one of {', '.join(MECHANISMS)}")
+            object.__setattr__(self, "sasl_mechanism", mechanism)
 
     def kafka_python_config(self) -> dict[str, Any]:
         """Return these settings as kafka-python client keyword arguments."""
@@ -59,6 +76,23 @@ class KafkaSecurity:
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             if getattr(self, name):
                 config[name] = getattr(self, name)
+        return config
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Return these settings as aiokafka client keyword arguments."""
+        config: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = (
+                self.sasl_password.reveal().decode() if self.sasl_password else None
+            )
+        if self.security_protocol.upper() in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            config["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
         return config
 
 
@@ -75,6 +109,10 @@ class Settings:
     batch_size: int = 1_000
     batch_within_s: float = 0.05
     data_dir: Path = Path(".herald-data")
+    policy_file: Path | None = None  # None: policy/default.toml
+    # Testing only: a file holding milliseconds to add to the wall clock, so a test can
+    # move a running worker through a scripted day. Refused in production.
+    clock_offset_file: Path | None = None
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def __post_init__(self) -> None:
@@ -82,6 +120,8 @@ class Settings:
             raise ConfigError("HERALD_PARTITIONS must be at least 1")
         if self.environment not in ("development", "production"):
             raise ConfigError("HERALD_ENV must be 'development' or 'production'")
+        if self.environment == "production" and self.clock_offset_file is not None:
+            raise ConfigError("HERALD_CLOCK_OFFSET_FILE is for tests; refusing it in production")
         if self.environment == "production" and self.uses_development_secret:
             raise ConfigError(
                 "refusing to start in production with the development subscriber secret: "
@@ -112,6 +152,8 @@ class Settings:
             "HERALD_BATCH_SIZE": ("batch_size", int),
             "HERALD_BATCH_WITHIN": ("batch_within_s", float),
             "HERALD_DATA_DIR": ("data_dir", Path),
+            "HERALD_POLICY_FILE": ("policy_file", Path),
+            "HERALD_CLOCK_OFFSET_FILE": ("clock_offset_file", Path),
         }
         for var, (name, parse) in simple.items():
             if env.get(var):

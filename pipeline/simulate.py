@@ -21,6 +21,10 @@ from pipeline import topics
 from pipeline.domain.models import HOUR_MS
 
 AIRLINE, COURIER, RETAILER, BANK = "skyways-air", "parcelgo", "megamart", "securebank"
+FASHION, GADGETS = "fashionhub", "gadgetzone"  # more marketers: the cross-business caps
+TINY_SHOP = "tiny-shop"  # default tier (250 unique users a day): the business limit
+SHADY = "shady-deals"  # suspended for abuse on a linked app: sends nothing
+MARKETERS = (RETAILER, FASHION, GADGETS)
 
 # (country, dialling prefix, national number generator, locale, time zones)
 COUNTRIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
@@ -32,6 +36,7 @@ COUNTRIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
 )
 INTERESTS = ("travel", "electronics", "fashion", "groceries", "sports", "books", "beauty", "home")
 STOP_REPLIES = ("STOP", "stop please", "Berhenti", "baja por favor", "PARAR agora", "Stop!")
+STOP_ALL_REPLIES = ("STOP ALL", "berhenti semua", "BAJA TODO")
 INVALID_NUMBERS = ("+12", "12345", "not-a-number", "+999 000", "+62 1")
 
 
@@ -70,7 +75,16 @@ def build_traffic(s: Scenario) -> Traffic:
     rng = random.Random(s.seed)
     now = s.start_ms
     people = _numbers(rng, s.subscribers)
-    setup: list[tuple[str, dict[str, Any]]] = []
+    setup: list[tuple[str, dict[str, Any]]] = [
+        (topics.BUSINESS_PROFILES, {"business_id": SHADY, "tier": "TIER_2", "verified": False,
+                                    "status": "SUSPENDED", "reason": "abuse on a linked app",
+                                    "updated_at": now - HOUR_MS}),
+        *[(topics.BUSINESS_PROFILES, {"business_id": b, "tier": "TIER_3", "verified": True,
+                                      "status": "ACTIVE", "reason": None,
+                                      "updated_at": now - HOUR_MS}) for b in (FASHION, GADGETS)],
+        (topics.LINK_REPUTATION, {"domain": "cheap-deals.example", "verdict": "BLOCKED",
+                                  "source": "link-scanner", "updated_at": now - HOUR_MS}),
+    ]  # fmt: skip
     events: list[tuple[str, dict[str, Any]]] = []
     phones = [p for p, _ in people]
 
@@ -103,9 +117,10 @@ def build_traffic(s: Scenario) -> Traffic:
         for business, share in ((AIRLINE, 0.7), (COURIER, 0.6), (BANK, 0.5)):
             if rng.random() < share:
                 setup.append(signal("OPT_IN", business, "UTILITY"))
-        if rng.random() < 0.6:
-            setup.append(signal("OPT_IN", RETAILER, "ALL"))
-        # Withdrawals, the way real users withdraw.
+        for business, share in ((RETAILER, 0.6), (FASHION, 0.5), (GADGETS, 0.5), (SHADY, 0.2)):
+            if rng.random() < share:
+                setup.append(signal("OPT_IN", business, "ALL"))
+        # Withdrawals and feedback, the way real users give them.
         roll = rng.random()
         if roll < 0.05:
             setup.append(signal("OPT_OUT", RETAILER, "MARKETING"))
@@ -114,6 +129,15 @@ def build_traffic(s: Scenario) -> Traffic:
             setup.append(signal("INBOUND_MESSAGE", business, text=rng.choice(STOP_REPLIES)))
         elif roll < 0.09:
             setup.append(signal("BLOCK", rng.choice((RETAILER, COURIER))))
+        elif roll < 0.10:
+            setup.append(signal("INBOUND_MESSAGE", None, text=rng.choice(STOP_ALL_REPLIES)))
+        elif roll < 0.12:
+            setup.append(signal("REPORT", rng.choice(MARKETERS)))
+        elif roll < 0.14:
+            setup.append(signal("NOT_INTERESTED", None))
+        elif roll < 0.20:
+            # Wrote to the shop recently: its marketing inside that window is not counted.
+            setup.append(signal("INBOUND_MESSAGE", RETAILER, text="is the blue one in stock?"))
 
     def event(kind: str, business: str, recipients: list[str], **extra: Any) -> dict[str, Any]:
         base = {
@@ -148,9 +172,19 @@ def build_traffic(s: Scenario) -> Traffic:
         events.append(
             (topics.BUSINESS_EVENTS, {**first, "event_id": first["event_id"] + "-resend"})
         )
+        # A cascade of delay updates: a small change is coalesced, a big one goes out.
+        for version, minutes in ((2, delay + 10), (3, delay + 60)):
+            events.append((topics.BUSINESS_EVENTS, event(
+                "FLIGHT_DELAY", AIRLINE, pax, entity_id=flight, entity_version=version,
+                expires_at=departure + minutes * 60_000,
+                template={"name": "flight_delay", "language": "en",
+                          "params": [flight, str(minutes)]},
+                payload={"FlightDelay": {"flight": flight, "delay_minutes": minutes,
+                                         "new_departure": departure + minutes * 60_000,
+                                         "gate": None}})))  # fmt: skip
         if f % 2 == 0:
             events.append((topics.BUSINESS_EVENTS, event(
-                "GATE_CHANGE", AIRLINE, pax, entity_id=flight, entity_version=2,
+                "GATE_CHANGE", AIRLINE, pax, entity_id=flight, entity_version=4,
                 expires_at=departure,
                 template={"name": "gate_change", "language": "en", "params": [flight, "B12"]},
                 payload={"GateChange": {"flight": flight, "old_gate": "A3", "new_gate": "B12",
@@ -171,33 +205,27 @@ def build_traffic(s: Scenario) -> Traffic:
                 )
             )
 
-    # The courier: parcels moving through statuses, one recipient each.
+    # The courier: each parcel's latest status; now and then statuses arrive out of
+    # order (an older one after a newer one) or two parcels update within seconds.
     statuses = ("LABEL_CREATED", "IN_TRANSIT", "OUT_FOR_DELIVERY", "DELIVERED")
+
+    def parcel_event(parcel: str, who: list[str], version: int) -> dict[str, Any]:
+        status = statuses[version - 1]
+        kind = "DELIVERY_UPDATE" if status == "DELIVERED" else "SHIPMENT_UPDATE"
+        return event(kind, COURIER, who, entity_id=parcel, entity_version=version,
+                     template={"name": "parcel_status", "language": "en",
+                               "params": [parcel, status]},
+                     payload={"ShipmentStatus": {"status": status, "location": None,
+                                                 "eta": None}})  # fmt: skip
+
     for p in range(int(200 * s.scale)):
-        parcel = f"PG{p:07d}"
-        who = [rng.choice(phones)]
-        for version, status in enumerate(statuses[: rng.randint(1, 4)], 1):
-            kind = "DELIVERY_UPDATE" if status == "DELIVERED" else "SHIPMENT_UPDATE"
-            events.append(
-                (
-                    topics.BUSINESS_EVENTS,
-                    event(
-                        kind,
-                        COURIER,
-                        who,
-                        entity_id=parcel,
-                        entity_version=version,
-                        template={
-                            "name": "parcel_status",
-                            "language": "en",
-                            "params": [parcel, status],
-                        },
-                        payload={
-                            "ShipmentStatus": {"status": status, "location": None, "eta": None}
-                        },
-                    ),
-                )
-            )
+        parcel, who = f"PG{p:07d}", [rng.choice(phones)]
+        version = rng.randint(2, 4)
+        events.append((topics.BUSINESS_EVENTS, parcel_event(parcel, who, version)))
+        if p % 10 == 0:  # the older status, late
+            events.append((topics.BUSINESS_EVENTS, parcel_event(parcel, who, version - 1)))
+        if p % 10 == 5:  # a second parcel for the same person, seconds later
+            events.append((topics.BUSINESS_EVENTS, parcel_event(f"PX{p:07d}", who, 1)))
 
     # A stale service notice (expired before it was sent) and invalid numbers.
     events.append(
@@ -227,16 +255,64 @@ def build_traffic(s: Scenario) -> Traffic:
         )
     )
 
-    # The retailer's promotion to most subscribers, in events of 1,000 recipients.
-    audience = rng.sample(phones, min(len(phones), int(len(phones) * 0.9 * min(s.scale, 1.0))))
-    for i in range(0, len(audience), 1_000):
-        events.append((topics.BUSINESS_EVENTS, event(
-            "PROMOTION", RETAILER, audience[i:i + 1_000], tags=["electronics", "home"],
-            expires_at=now + 48 * HOUR_MS,
-            offer={"description": "20% off headphones", "code": "HEAR20",
-                   "discount_percent": 20, "valid_until": now + 48 * HOUR_MS},
-            template={"name": "weekend_sale", "language": "en", "params": ["20%"]},
-            payload={"Promotion": {"campaign_id": "weekend-sale"}})))  # fmt: skip
+    def promotion(
+        business: str,
+        audience: list[str],
+        tags: list[str],
+        params: list[str],
+        expires_in: int = 48 * HOUR_MS,
+        **extra: Any,
+    ) -> None:
+        for i in range(0, len(audience), 1_000):
+            events.append((topics.BUSINESS_EVENTS, event(
+                "PROMOTION", business, audience[i:i + 1_000], tags=tags,
+                expires_at=now + expires_in,
+                offer={"description": "weekend offer", "code": "SAVE20",
+                       "discount_percent": 20, "valid_until": now + expires_in},
+                template={"name": "weekend_sale", "language": "en", "params": params},
+                payload={"Promotion": {"campaign_id": f"{business}-weekend"}},
+                **extra)))  # fmt: skip
+
+    share = min(s.scale, 1.0)
+    # The retailer's sale to most subscribers (tagged, so relevance can be judged); held
+    # for users in quiet hours, or not sent at all if the flash sale ends first.
+    promotion(
+        RETAILER,
+        rng.sample(phones, int(len(phones) * 0.9 * share)),
+        ["electronics", "home"],
+        ["20%"],
+    )
+    promotion(
+        RETAILER,
+        rng.sample(phones, int(len(phones) * 0.3 * share)),
+        ["electronics"],
+        ["flash"],
+        expires_in=HOUR_MS,
+    )
+    # Two more marketers the same day: the cross-business caps.
+    promotion(
+        FASHION, rng.sample(phones, int(len(phones) * 0.6 * share)), ["fashion", "beauty"], ["30%"]
+    )
+    promotion(
+        GADGETS,
+        rng.sample(phones, int(len(phones) * 0.6 * share)),
+        ["electronics", "sports"],
+        ["15%"],
+    )
+    # Untargeted blast (tags nobody has), a link to a blocked domain, a suspended sender.
+    promotion(FASHION, rng.sample(phones, int(len(phones) * 0.1 * share)), ["pets"], ["pets"])
+    promotion(
+        GADGETS,
+        rng.sample(phones, int(len(phones) * 0.1 * share)),
+        ["electronics"],
+        ["https://www.cheap-deals.example/phone"],
+    )
+    promotion(SHADY, rng.sample(phones, int(len(phones) * 0.1 * share)), ["electronics"], ["90%"])
+    # A small shop on the default tier reaches more people than its limit allows.
+    events.append((topics.BUSINESS_EVENTS, event(
+        "SERVICE_UPDATE", TINY_SHOP, rng.sample(phones, min(len(phones), 400)),
+        template={"name": "opening_hours", "language": "en", "params": ["10:00"]},
+        payload={"ServiceUpdate": {"service": "store", "status": "open"}})))  # fmt: skip
 
     # Passcodes, one recipient each, short-lived.
     for _ in range(int(100 * s.scale)):
@@ -246,6 +322,11 @@ def build_traffic(s: Scenario) -> Traffic:
                       "params": [f"{rng.randint(0, 999_999):06d}"]},
             payload={"Passcode": {"ttl_seconds": 300}})))  # fmt: skip
 
+    # A passcode whose parameter is far too long for a code: an invalid event.
+    events.append((topics.BUSINESS_EVENTS, event(
+        "ONE_TIME_PASSCODE", BANK, [rng.choice(phones)], expires_at=now + 5 * 60_000,
+        template={"name": "passcode", "language": "en", "params": ["123456 is your code " * 3]},
+        payload={"Passcode": {"ttl_seconds": 300}})))  # fmt: skip
     garbage = [b"not avro at all", b"\xc3\x01" + b"\x00" * 8 + b"unknown schema", b""]
     return Traffic(setup=setup, events=events, garbage=garbage)
 

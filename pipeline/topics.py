@@ -11,11 +11,15 @@ from pipeline.errors import BrokerError
 BUSINESS_EVENTS = "business-events"
 ACCOUNT_LINKS = "account-links"
 USER_SIGNALS = "user-signals"
+BUSINESS_PROFILES = "business-profiles"
+LINK_REPUTATION = "link-reputation"
 DELIVERIES = "deliveries"
 SUPPRESSIONS = "suppressions"
 DEAD_LETTERS = "dead-letters"
 
-INPUT_TOPICS = (BUSINESS_EVENTS, ACCOUNT_LINKS, USER_SIGNALS)
+INPUT_TOPICS = (BUSINESS_EVENTS, ACCOUNT_LINKS, USER_SIGNALS, BUSINESS_PROFILES, LINK_REPUTATION)
+# Reference data every worker reads whole (not partitioned by subscriber).
+REFERENCE_TOPICS = (BUSINESS_PROFILES, LINK_REPUTATION)
 OUTPUT_TOPICS = (DELIVERIES, SUPPRESSIONS, DEAD_LETTERS)
 
 # Avro record written on each public topic.
@@ -23,6 +27,8 @@ RECORD_OF_TOPIC = {
     BUSINESS_EVENTS: "herald.v1.BusinessEvent",
     ACCOUNT_LINKS: "herald.v1.AccountLink",
     USER_SIGNALS: "herald.v1.UserSignal",
+    BUSINESS_PROFILES: "herald.v1.BusinessProfile",
+    LINK_REPUTATION: "herald.v1.LinkReputation",
     DELIVERIES: "herald.v1.Delivery",
     SUPPRESSIONS: "herald.v1.Suppression",
     DEAD_LETTERS: "herald.v1.DeadLetter",
@@ -40,7 +46,8 @@ def herald_topics(app_id: str, partitions: int) -> list[tuple[str, int, dict[str
     """List (name, partitions, config) for every topic Herald reads or writes."""
     specs: list[tuple[str, int, dict[str, str]]] = []
     for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, candidates_topic(app_id)):
-        specs.append((name, partitions, COMPACTED if name == ACCOUNT_LINKS else {}))
+        compacted = name in (ACCOUNT_LINKS, *REFERENCE_TOPICS)
+        specs.append((name, partitions, COMPACTED if compacted else {}))
     return specs
 
 

@@ -6,7 +6,7 @@ import logging
 
 from pipeline import topics
 from pipeline.metrics import build_metrics, serve_metrics
-from pipeline.policy import default_policy
+from pipeline.policy import load_policy
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run until SIGTERM/SIGINT; faust stops the agents and commits what was done."""
     import faust
 
-    from pipeline.streams.app import build_app
+    from pipeline.streams.app import build_app, offset_clock, wall_clock
 
     topics.create_topics(
         settings.broker,
@@ -24,11 +24,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         settings.replication_factor,
         settings.security.kafka_python_config(),
     )
-    policy = default_policy()
+    policy = load_policy(settings.policy_file)
     metrics = build_metrics()
     if settings.metrics_port:
         serve_metrics(metrics, settings.metrics_port)
-    app = build_app(settings, policy, metrics=metrics)
+    clock = offset_clock(settings.clock_offset_file) if settings.clock_offset_file else wall_clock
+    app = build_app(settings, policy, metrics=metrics, clock=clock)
     log.info(
         "herald worker: broker=%s app_id=%s partitions=%d policy=%s secret=%s",
         settings.broker, settings.app_id, settings.partitions, policy.version,

@@ -1,6 +1,19 @@
-"""Herald's pure core: values, keys, expansion, consent and decisions. No I/O, no clock."""
+"""Herald's pure core: values, keys, expansion, consent, policy rules and decisions.
 
+No I/O, no clock: every time is passed in, as epoch milliseconds.
+"""
+
+from pipeline.domain.business_limit import (
+    RULE_BUSINESS_LIMIT,
+    BusinessWindow,
+    admit,
+    limit_detail,
+    suppress_limited,
+    tier_limit,
+)
+from pipeline.domain.caps import cap_summary, cap_verdict, judge_caps, window_peak
 from pipeline.domain.category import derive_category, priority
+from pipeline.domain.coalesce import coalesce_verdict, entity_key, superseded_verdict
 from pipeline.domain.consent import (
     apply_account,
     apply_signal,
@@ -15,6 +28,7 @@ from pipeline.domain.decide import (
     remember,
     suppress_invalid,
 )
+from pipeline.domain.engagement import in_service_window, unengaged_basis
 from pipeline.domain.expand import Expansion, candidates, expand
 from pipeline.domain.keys import (
     DEVELOPMENT_SECRET,
@@ -28,25 +42,36 @@ from pipeline.domain.keys import (
     subscriber_key,
     wa_id,
 )
+from pipeline.domain.links import blocked_domain, hosts_in, link_verdict, normalise_domain
 from pipeline.domain.models import (
     ALL_BUSINESSES,
     DAY_MS,
     HOUR_MS,
+    MINUTE_MS,
+    WEEK_MS,
     Account,
     AccountLink,
     AccountStatus,
     BusinessEvent,
+    BusinessProfile,
+    BusinessStatus,
     Candidate,
     Category,
+    Coalescing,
     Consent,
     Decision,
     Deliver,
+    EntityMemory,
     EventKind,
     InvalidRecipient,
+    MarketingCaps,
+    MarketingSent,
+    Objection,
     Offer,
     PastOutcome,
     Policy,
     Priority,
+    QuietHours,
     Reason,
     Recipient,
     Scope,
@@ -56,6 +81,10 @@ from pipeline.domain.models import (
     Template,
     UserSignal,
 )
+from pipeline.domain.pair_rate import pair_rate_verdict
+from pipeline.domain.quiet_hours import Hold, hold, quiet_hours_verdict, quiet_until
+from pipeline.domain.relevance import relevance, relevance_detail, relevance_verdict
+from pipeline.domain.restrictions import country_verdict, suspension_verdict
 from pipeline.domain.validate import InvalidEvent, validate_event
 
 __all__ = [
@@ -63,27 +92,40 @@ __all__ = [
     "DAY_MS",
     "DEVELOPMENT_SECRET",
     "HOUR_MS",
+    "MINUTE_MS",
+    "RULE_BUSINESS_LIMIT",
+    "WEEK_MS",
     "Account",
     "AccountLink",
     "AccountStatus",
     "BusinessEvent",
+    "BusinessProfile",
+    "BusinessStatus",
+    "BusinessWindow",
     "Candidate",
     "Category",
+    "Coalescing",
     "Consent",
     "Decision",
     "Deliver",
+    "EntityMemory",
     "EventKind",
     "Expansion",
+    "Hold",
     "InvalidEvent",
     "InvalidNumber",
     "InvalidRecipient",
     "KeyMaker",
     "KeyResult",
     "KeyedNumber",
+    "MarketingCaps",
+    "MarketingSent",
+    "Objection",
     "Offer",
     "PastOutcome",
     "Policy",
     "Priority",
+    "QuietHours",
     "Reason",
     "Recipient",
     "RejectedNumber",
@@ -93,23 +135,49 @@ __all__ = [
     "Suppress",
     "Template",
     "UserSignal",
+    "admit",
     "apply_account",
     "apply_signal",
+    "blocked_domain",
     "candidates",
+    "cap_summary",
+    "cap_verdict",
+    "coalesce_verdict",
     "consent_verdict",
+    "country_verdict",
     "decide",
     "decide_batch",
     "derive_category",
+    "entity_key",
     "expand",
     "fingerprint",
+    "hold",
+    "hosts_in",
+    "in_service_window",
+    "judge_caps",
     "judge_consent",
+    "limit_detail",
+    "link_verdict",
     "message_id",
     "normalise",
+    "normalise_domain",
+    "pair_rate_verdict",
     "priority",
+    "quiet_hours_verdict",
+    "quiet_until",
+    "relevance",
+    "relevance_detail",
+    "relevance_verdict",
     "remember",
     "stop_request",
     "subscriber_key",
+    "superseded_verdict",
     "suppress_invalid",
+    "suppress_limited",
+    "suspension_verdict",
+    "tier_limit",
+    "unengaged_basis",
     "validate_event",
     "wa_id",
+    "window_peak",
 ]

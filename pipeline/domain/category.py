@@ -6,7 +6,8 @@ from datetime import datetime
 
 from pipeline.domain.models import HOUR_MS, BusinessEvent, Category, EventKind, Priority
 
-# A delayed departure this close is news the traveller needs now, whatever the hour.
+# A delayed departure this close is news the traveller needs now, whatever the hour
+# (the default of QuietHours.urgent_departure_ms, which decide passes in).
 URGENT_DEPARTURE_MS = 12 * HOUR_MS
 
 _ALWAYS_URGENT = frozenset(
@@ -23,7 +24,12 @@ def derive_category(event: BusinessEvent) -> Category:
     return Category.UTILITY
 
 
-def priority(event: BusinessEvent, category: Category, now: int) -> Priority:
+def priority(
+    event: BusinessEvent,
+    category: Category,
+    now: int,
+    urgent_departure_ms: int = URGENT_DEPARTURE_MS,
+) -> Priority:
     """Return how urgently the message should reach the user.
 
     MARKETING is always LOW, even on an urgent kind carrying an offer: urgency lets a
@@ -37,7 +43,7 @@ def priority(event: BusinessEvent, category: Category, now: int) -> Priority:
         departure = _millis(event.payload.get("new_departure"))
         # A departure already past is still urgent here; whether it is worth sending at
         # all is the expiry rule's call.
-        if departure is not None and departure - now <= URGENT_DEPARTURE_MS:
+        if departure is not None and departure - now <= urgent_departure_ms:
             return Priority.URGENT
     return Priority.NORMAL
 

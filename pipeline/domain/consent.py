@@ -9,6 +9,7 @@ from dataclasses import replace
 from functools import lru_cache
 from types import MappingProxyType
 
+from pipeline.domain.engagement import mark_read, record_inbound, record_not_interested
 from pipeline.domain.models import (
     ALL_BUSINESSES,
     Account,
@@ -75,21 +76,33 @@ def _opt(consent: Consent, scope: Scope, value: bool, at: int) -> Consent:
 
 
 def apply_signal(state: SubscriberState, signal: UserSignal, policy: Policy) -> SubscriberState:
-    """Return the state after one user signal (consent changes only, so far).
+    """Return the state after one user signal: consent, engagement and service windows.
 
-    Restrictive signals (opt-out, block, STOP) always apply. Permissive ones (opt-in,
-    unblock) older than the consent they would change are ignored: a stale opt-in
+    Restrictive signals (opt-out, block, STOP, report) always apply. Permissive ones
+    (opt-in, unblock) older than the consent they would change are ignored: a stale opt-in
     arriving late must not undo a newer opt-out, and erring this way only withholds.
+    A REPORT or a READ without a business applies to every business.
     """
+    kind = signal.kind
+    if kind == SignalKind.READ:
+        return mark_read(state, signal.business_id, signal.occurred_at)
+    if kind == SignalKind.NOT_INTERESTED:
+        return record_not_interested(state, signal.occurred_at)
     key = signal.business_id if signal.business_id is not None else ALL_BUSINESSES
     current = state.consents.get(key, _NO_CONSENT)
     at = max(current.updated_at, signal.occurred_at)
-    kind = signal.kind
     if kind == SignalKind.OPT_OUT:
         return _with_consent(state, key, _opt(current, signal.scope, False, at))
     if kind == SignalKind.BLOCK:
         return _with_consent(state, key, replace(current, blocked=True, updated_at=at))
-    if kind == SignalKind.INBOUND_MESSAGE and signal.text:
+    if kind == SignalKind.REPORT:
+        return _with_consent(state, key, replace(current, reported=True, updated_at=at))
+    if kind == SignalKind.INBOUND_MESSAGE:
+        if signal.business_id is not None:
+            # Writing to a business opens its customer-service window.
+            state = record_inbound(state, signal.business_id, signal.occurred_at, policy)
+        if not signal.text:
+            return state
         stop, stop_all = stop_request(signal.text, policy)
         if not stop:
             return state
@@ -105,11 +118,13 @@ def apply_signal(state: SubscriberState, signal: UserSignal, policy: Policy) -> 
     if signal.occurred_at < current.updated_at:
         return state
     if kind == SignalKind.OPT_IN:
-        return _with_consent(state, key, _opt(current, signal.scope, True, at))
+        restored = _opt(current, signal.scope, True, at)
+        if signal.scope in (Scope.ALL, Scope.MARKETING):
+            # A new marketing opt-in is the user taking the business back after a report.
+            restored = replace(restored, reported=False)
+        return _with_consent(state, key, restored)
     if kind == SignalKind.UNBLOCK:
         return _with_consent(state, key, replace(current, blocked=False, updated_at=at))
-    # REPORT, READ, NOT_INTERESTED and plain inbound messages feed engagement ledgers,
-    # which later issues add; they do not change consent.
     return state
 
 
@@ -137,8 +152,8 @@ def consent_verdict(
 ) -> tuple[Reason, str] | None:
     """Return why the user may not get this category from this business, or None if allowed.
 
-    An opt-in to every business (ALL_BUSINESSES) counts as an opt-in to each; an opt-out or
-    block, at either level, wins over any opt-in.
+    An opt-in to every business (ALL_BUSINESSES) counts as an opt-in to each; an opt-out,
+    block or (for marketing) report, at either level, wins over any opt-in.
     """
     reason, detail = judge_consent(state, business_id, category)
     return None if reason is None else (reason, detail)
@@ -155,6 +170,10 @@ def judge_consent(
     if everyone.blocked:
         return Reason.BLOCKED, "user blocked messages from every business"
     if category == Category.MARKETING:
+        if own.reported:
+            return Reason.REPORTED, "user reported this business"
+        if everyone.reported:
+            return Reason.REPORTED, "user reported marketing from every business"
         mine, all_ = own.marketing, everyone.marketing
         what = "marketing"
     else:

@@ -54,7 +54,7 @@ def expand(event: BusinessEvent, keys: KeyMaker, policy: Policy, now: int) -> Ex
         if isinstance(result, RejectedNumber):
             invalid.append(InvalidRecipient(index, result.subscriber, result.detail))
         else:
-            recipients.append(Recipient(index, result.subscriber, result.region))
+            recipients.append(Recipient(index, result.subscriber, result.region, result.zones))
     return Expansion(derive_category(event), tuple(recipients), tuple(invalid), tuple(duplicates))
 
 

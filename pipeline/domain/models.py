@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-HOUR_MS = 3_600_000
+import phonenumbers
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
+WEEK_MS = 7 * DAY_MS
 
 
 class EventKind(StrEnum):
@@ -70,6 +74,38 @@ class Reason(StrEnum):
     EXPIRED = "EXPIRED"
     DUPLICATE = "DUPLICATE"
     INVALID_RECIPIENT = "INVALID_RECIPIENT"
+    SUPERSEDED = "SUPERSEDED"
+    COALESCED = "COALESCED"
+    USER_CAP = "USER_CAP"
+    BUSINESS_USER_CAP = "BUSINESS_USER_CAP"
+    NOT_RELEVANT = "NOT_RELEVANT"
+    QUIET_HOURS_EXPIRED = "QUIET_HOURS_EXPIRED"
+    PAIR_RATE = "PAIR_RATE"
+    BUSINESS_LIMIT = "BUSINESS_LIMIT"
+    COUNTRY_RESTRICTED = "COUNTRY_RESTRICTED"
+    BUSINESS_SUSPENDED = "BUSINESS_SUSPENDED"
+    LINK_BLOCKED = "LINK_BLOCKED"
+    REPORTED = "REPORTED"
+
+
+Objection = tuple[Reason, str]
+"""What a rule returns when it stops a message: the reason and a human-readable detail."""
+
+
+class BusinessStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessProfile:
+    """A business's standing on the platform (policy file, then the business-profiles topic)."""
+
+    business_id: str
+    tier: str = "TIER_1"
+    verified: bool = False
+    status: BusinessStatus = BusinessStatus.ACTIVE
+    updated_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +150,9 @@ class Recipient:
     index: int  # position in BusinessEvent.recipients, so the business can correlate
     subscriber: str  # HMAC-SHA256 subscriber key (hex)
     region: str  # ISO 3166-1 alpha-2 of the number, for quiet hours and country rules
+    # IANA time zones of the number (phonenumbers' prefix data), for quiet hours when the
+    # account has no time zone; () when unknown.
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +169,9 @@ class Candidate:
     event: BusinessEvent  # recipients emptied: raw numbers stay in business-events
     category: Category
     recipient: Recipient
+    # Over the business's messaging limit at ingest (business_limit.admit): decide
+    # suppresses it BUSINESS_LIMIT, unless the event was decided for the user before.
+    limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +223,7 @@ class Consent:
     marketing: bool | None = None
     blocked: bool = False
     updated_at: int = 0
+    reported: bool = False  # the user reported the business: none of its marketing
 
 
 ALL_BUSINESSES = "*"
@@ -204,12 +247,83 @@ class PastOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class MarketingSent:
+    """One marketing message delivered to the user, for the caps and engagement."""
+
+    at: int  # send time: deliver_after if held for quiet hours, else the decision time
+    business_id: str
+    message_id: str
+    counted: bool  # False inside a customer-service window the user opened
+    read: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMemory:
+    """What the user was last told about one entity (a flight, a parcel) of one business."""
+
+    version: int  # highest entity_version delivered
+    seen_at: int  # decision time of the last delivery about the entity (its TTL clock)
+    delivered_at: int | None  # send time of that delivery
+    delay_minutes: int | None  # last delivered flight delay
+    gate: str | None  # last delivered gate
+    cancelled: bool  # a cancellation was delivered
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriberState:
     account: Account | None = None
     consents: Mapping[str, Consent] = field(default_factory=lambda: MappingProxyType({}))
     outcomes: Mapping[str, PastOutcome] = field(default_factory=lambda: MappingProxyType({}))
     # content fingerprint -> (event_id, decided_at) of messages delivered to this user
     sent: Mapping[str, tuple[str, int]] = field(default_factory=lambda: MappingProxyType({}))
+    # Marketing delivered, ordered by send time: the last 7 days, and at least the last
+    # `unengaged_after` entries whatever their age.
+    marketing: tuple[MarketingSent, ...] = ()
+    # business_id -> send time of its last delivery sent at once (held marketing is in
+    # `marketing`), for the pair rate; kept a day.
+    last_sent: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # business_id -> the last time the user wrote to it; kept for the service window.
+    inbound_at: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    not_interested_at: int | None = None
+    # "business_id/entity_id" -> what was last delivered about it; kept entity_memory_ms.
+    entities: Mapping[str, EntityMemory] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class MarketingCaps:
+    """Marketing caps per user, in rolling windows (never calendar days)."""
+
+    per_user_24h: int = 2
+    per_user_7d: int = 6
+    per_business_24h: int = 1
+    min_gap_ms: int = 4 * HOUR_MS  # between two counted messages from one business
+    service_window_ms: int = DAY_MS  # after the user wrote to a business: not counted
+    unengaged_after: int = 5  # read none of the last N marketing messages...
+    unengaged_per_7d: int = 1  # ...and the cap drops to this
+    not_interested_ms: int = 30 * DAY_MS  # how long NOT_INTERESTED lowers the cap
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Local hours without marketing; start > end wraps midnight, start == end: none."""
+
+    start_minute: int = 20 * 60
+    end_minute: int = 9 * 60
+    urgent_departure_ms: int = 12 * HOUR_MS  # a delayed departure this close is urgent
+
+
+@dataclass(frozen=True, slots=True)
+class Coalescing:
+    flight_delay_interval_ms: int = 30 * MINUTE_MS
+    flight_delay_min_change_minutes: int = 30
+
+
+DEFAULT_TIER_LIMITS: Mapping[str, int | None] = MappingProxyType(
+    {"TIER_1": 250, "TIER_2": 2_000, "TIER_3": 10_000, "TIER_4": 100_000, "UNLIMITED": None}
+)
+
+# Marketing to North American Numbering Plan numbers (+1) is restricted by default.
+RESTRICTED_BY_DEFAULT = frozenset(phonenumbers.region_codes_for_country_code(1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +333,26 @@ class Policy:
     outcome_memory_ms: int = 8 * DAY_MS  # longer than any replay we expect
     max_recipients_per_event: int = 10_000
     max_param_length: int = 1_024
-    max_clock_skew_ms: int = 5 * 60_000
+    max_clock_skew_ms: int = 5 * MINUTE_MS
     stop_keywords: tuple[str, ...] = ("STOP", "BERHENTI", "BAJA", "PARAR")
     # A stop keyword followed by one of these words ("STOP ALL", "BERHENTI SEMUA",
     # "BAJA TODO", "PARAR TUDO") also ends marketing from every business.
     stop_all_words: tuple[str, ...] = ("ALL", "SEMUA", "TODO", "TODOS", "TUDO", "TODAS")
+    passcode_max_param_length: int = 15
+    marketing: MarketingCaps = MarketingCaps()
+    quiet_hours: QuietHours = QuietHours()
+    coalescing: Coalescing = Coalescing()
+    pair_interval_ms: int = 6_000
+    relevance_threshold: float = 0.2
+    restricted_marketing_regions: frozenset[str] = RESTRICTED_BY_DEFAULT
+    tier_limits: Mapping[str, int | None] = field(default_factory=lambda: DEFAULT_TIER_LIMITS)
+    default_tier: str = "TIER_1"
+    business_window_ms: int = DAY_MS
+    # Profiles from the policy file, overlaid by the shell with the business-profiles topic.
+    businesses: Mapping[str, BusinessProfile] = field(default_factory=lambda: MappingProxyType({}))
+    # Lower-case domains without "www."; the policy file's, overlaid with link-reputation.
+    blocked_domains: frozenset[str] = frozenset()
+    entity_memory_ms: int = 7 * DAY_MS
 
 
 @dataclass(frozen=True, slots=True)

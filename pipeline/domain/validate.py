@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.domain.models import BusinessEvent, Policy
+from pipeline.domain.models import BusinessEvent, EventKind, Policy
 
 
 class InvalidEvent(ValueError):
@@ -23,12 +23,21 @@ def validate_event(event: BusinessEvent, policy: Policy, now: int) -> None:
             f"event has {count} recipients, more than the limit of "
             f"{policy.max_recipients_per_event}"
         )
+    # A passcode template carries a code, not prose: a long parameter is a misuse of the
+    # authentication category (marketing smuggled past consent and caps).
+    passcode = event.kind == EventKind.ONE_TIME_PASSCODE
+    limit = policy.passcode_max_param_length if passcode else None
     for position, param in enumerate(event.template.params):
         # Lengths and positions only: a parameter's content may be personal data.
         if len(param) > policy.max_param_length:
             raise InvalidEvent(
                 f"template parameter {position} has {len(param)} characters, more than the "
                 f"limit of {policy.max_param_length}"
+            )
+        if limit is not None and len(param) > limit:
+            raise InvalidEvent(
+                f"passcode template parameter {position} has {len(param)} characters, more "
+                f"than the passcode limit of {limit}"
             )
     skew = event.occurred_at - now
     if skew > policy.max_clock_skew_ms:

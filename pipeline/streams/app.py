@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 import faust
 from faust.streams import _current_event  # the context var tables read the partition from
@@ -23,14 +26,16 @@ from faust.types import EventT
 
 from pipeline import topics
 from pipeline.codec import SchemaRegistry, default_registry
-from pipeline.domain import KeyMaker
+from pipeline.domain import BusinessWindow, KeyMaker
 from pipeline.domain.models import Policy, SubscriberState
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
+from pipeline.streams.reference import ReferenceData
 from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
 from pipeline.streams.state_codec import decode_state, encode_state
 
 EMPTY_STATE = SubscriberState()
+V = TypeVar("V")
 
 
 def wall_clock() -> int:
@@ -38,32 +43,55 @@ def wall_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
-class TableStates(dict[str, SubscriberState]):
-    """The subscribers one batch touches: read through from the table, written back once."""
+class TableCache(dict[str, V]):
+    """The keys one batch touches: read through from a faust table, written back once."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(
+        self,
+        table: Any,
+        decode: Callable[[bytes], V],
+        encode: Callable[[V], bytes],
+        empty: V,
+    ) -> None:
         super().__init__()
-        self._table = table
+        self._table, self._decode, self._encode, self._empty = table, decode, encode, empty
         self.dirty: set[str] = set()
 
-    def __missing__(self, subscriber: str) -> SubscriberState:
-        raw = self._table.get(subscriber.encode())
-        state = decode_state(raw) if raw is not None else EMPTY_STATE
-        super().__setitem__(subscriber, state)
-        return state
+    def __missing__(self, key: str) -> V:
+        raw = self._table.get(key.encode())
+        value = self._decode(raw) if raw is not None else self._empty
+        super().__setitem__(key, value)
+        return value
 
-    def get(self, subscriber: str, default: Any = None) -> SubscriberState:
-        return self[subscriber]
+    def get(self, key: str, default: Any = None) -> V:
+        return self[key]
 
-    def __setitem__(self, subscriber: str, state: SubscriberState) -> None:
-        self.dirty.add(subscriber)
-        super().__setitem__(subscriber, state)
+    def __setitem__(self, key: str, value: V) -> None:
+        self.dirty.add(key)
+        super().__setitem__(key, value)
 
     def write_back(self) -> None:
-        """Store every changed state (one changelog record per subscriber per batch)."""
-        for subscriber in self.dirty:
-            self._table[subscriber.encode()] = encode_state(self[subscriber])
+        """Store every changed value (one changelog record per key per batch)."""
+        for key in self.dirty:
+            self._table[key.encode()] = self._encode(self[key])
         self.dirty.clear()
+
+
+def subscriber_states(table: Any) -> TableCache[SubscriberState]:
+    return TableCache(table, decode_state, encode_state, EMPTY_STATE)
+
+
+def business_windows(table: Any) -> TableCache[BusinessWindow]:
+    return TableCache(table, decode_window, encode_window, BusinessWindow())
+
+
+def encode_window(window: BusinessWindow) -> bytes:
+    """Serialise a business's window of users reached (subscriber -> first reached)."""
+    return json.dumps(dict(window.reached), separators=(",", ":")).encode()
+
+
+def decode_window(data: bytes) -> BusinessWindow:
+    return BusinessWindow(MappingProxyType(json.loads(data)))
 
 
 @contextlib.contextmanager
@@ -155,14 +183,18 @@ def build_app(
         web_enabled=False,
     )
     # Bytes in, bytes out: the Avro codec decodes inside the stages, where a bad record
-    # becomes a dead letter instead of an error deep inside faust.
+    # becomes a dead letter instead of an error deep inside faust. (Declaring the topics
+    # with key_type/value_type=bytes instead makes faust drop every record silently.)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events_in = app.topic(topics.BUSINESS_EVENTS, **raw)
     decide_in = app.topic(candidates, topics.ACCOUNT_LINKS, topics.USER_SIGNALS, **raw)
-    table = app.Table(
-        "subscribers", partitions=settings.partitions, key_type=bytes, value_type=bytes
-    )
+    table_args: dict[str, Any] = {
+        "partitions": settings.partitions, "key_type": bytes, "value_type": bytes,
+    }  # fmt: skip
+    subscribers = app.Table("subscribers", **table_args)
+    businesses = app.Table("businesses", **table_args)  # co-partitioned with business-events
 
+    reference = ReferenceData(policy, codec)
     ingest_stage = Ingest(
         codec, KeyMaker(settings.subscriber_secret.reveal()), policy, settings.partitions,
         candidates, clock, metrics,
@@ -170,20 +202,48 @@ def build_app(
     decide_stage = Decide(codec, policy, candidates, clock, metrics)
     size, within = settings.batch_size, settings.batch_within_s
 
+    async def follow_reference_data() -> None:
+        await reference.follow(settings.broker, settings.security.aiokafka_config())
+
+    app.task(follow_reference_data)
+
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
+        await reference.caught_up.wait()  # no decision before suspensions are known
         async for events in as_stream(stream).take_events(size, within=within):
-            await send_all(app, ingest_stage.process(in_records(events)))
+            ingest_stage.policy = reference.policy
+            out: list[OutRecord] = []
+            for group in by_partition(events):
+                windows = business_windows(businesses)
+                out.extend(ingest_stage.process(in_records(group), windows))
+                with on_partition_of(group[-1]):
+                    windows.write_back()
+            await send_all(app, out)
 
     @app.agent(decide_in, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> None:
+        await reference.caught_up.wait()
         async for events in as_stream(stream).take_events(size, within=within):
+            decide_stage.policy = reference.policy
             out: list[OutRecord] = []
             for group in by_partition(events):
-                states = TableStates(table)
+                states = subscriber_states(subscribers)
                 out.extend(decide_stage.process(in_records(group), states))
                 with on_partition_of(group[-1]):
                     states.write_back()
             await send_all(app, out)
 
     return app
+
+
+def offset_clock(path: Path) -> Clock:
+    """Return a clock that runs `int(path's content)` ms ahead of the wall (tests only)."""
+
+    def now() -> int:
+        try:
+            offset = int(path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            offset = 0
+        return wall_clock() + offset
+
+    return now

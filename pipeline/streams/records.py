@@ -123,7 +123,12 @@ def candidates_from_wire(d: Mapping[str, Any]) -> list[Candidate]:
     event = event_from_wire(d["event"])
     category = Category(d["category"])
     return [
-        Candidate(event, category, Recipient(c["recipient_index"], c["subscriber"], c["region"]))
+        Candidate(
+            event,
+            category,
+            Recipient(c["recipient_index"], c["subscriber"], c["region"], tuple(c["zones"])),
+            limited=c["limited"],
+        )
         for c in d["candidates"]
     ]
 
@@ -133,6 +138,7 @@ def candidate_batch_to_wire(
     category: Category,
     recipients: list[Recipient],
     source: tuple[str, int, int],
+    limited: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Pack the recipients of one event that share a partition into a CandidateBatch."""
     topic, partition, offset = source
@@ -140,7 +146,13 @@ def candidate_batch_to_wire(
         "event": event_to_wire(event, with_recipients=False),
         "category": category.value,
         "candidates": [
-            {"subscriber": r.subscriber, "recipient_index": r.index, "region": r.region}
+            {
+                "subscriber": r.subscriber,
+                "recipient_index": r.index,
+                "region": r.region,
+                "zones": list(r.zones),
+                "limited": r.subscriber in limited,
+            }
             for r in recipients
         ],
         "source_topic": topic,

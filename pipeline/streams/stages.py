@@ -18,8 +18,10 @@ from aiokafka.partitioner import murmur2
 from pipeline import topics
 from pipeline.codec import CodecError, SchemaRegistry
 from pipeline.domain import (
+    BusinessWindow,
     InvalidEvent,
     KeyMaker,
+    admit,
     apply_account,
     apply_signal,
     decide_batch,
@@ -31,6 +33,7 @@ from pipeline.domain.models import (
     Candidate,
     Deliver,
     Policy,
+    Reason,
     Recipient,
     SubscriberState,
     Suppress,
@@ -117,8 +120,17 @@ class Ingest:
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.codec, self.clock, self.metrics)
 
-    def process(self, batch: Iterable[InRecord]) -> list[OutRecord]:
-        """Turn each business event into candidate batches and invalid-recipient outcomes."""
+    def process(
+        self, batch: Iterable[InRecord], windows: WindowStore | None = None
+    ) -> list[OutRecord]:
+        """Turn each business event into candidate batches and invalid-recipient outcomes.
+
+        `windows` holds each business's rolling window of users reached (business-events
+        are keyed by business, so one partition owns a business); recipients over the
+        business's tier limit travel on marked `limited`, and decide says BUSINESS_LIMIT
+        unless the event was decided for them before (a replay keeps its outcome).
+        """
+        windows = windows if windows is not None else _Windows()
         out: list[OutRecord] = []
         for src in batch:
             self.metrics.events_consumed.labels(topic=src.topic).inc()
@@ -135,13 +147,18 @@ class Ingest:
                 out.append(self.dead.record(src, "validate", exc, str(exc)))
                 continue
             expansion = expand(event, self.keys, self.policy, now)
+            business = self.policy.businesses.get(event.business_id)
+            _admitted, limited, windows[event.business_id] = admit(
+                windows[event.business_id], business,
+                [r.subscriber for r in expansion.recipients], self.policy, now,
+            )  # fmt: skip
             by_partition: dict[int, list[Recipient]] = defaultdict(list)
             for r in expansion.recipients:
                 by_partition[partition_for(r.subscriber, self.partitions)].append(r)
             source = (src.topic, src.partition, src.offset)
             for partition, recipients in sorted(by_partition.items()):
                 wire_batch = records.candidate_batch_to_wire(
-                    event, expansion.category, recipients, source
+                    event, expansion.category, recipients, source, limited
                 )
                 value = self.codec.encode("herald.v1.CandidateBatch", wire_batch)
                 out.append(OutRecord(self.candidates_topic, src.key, value, partition))
@@ -164,6 +181,14 @@ class Ingest:
 
 
 StateStore = MutableMapping[str, SubscriberState]
+WindowStore = MutableMapping[str, BusinessWindow]
+
+
+class _Windows(dict[str, BusinessWindow]):
+    """An in-memory window store, for callers that keep no business state."""
+
+    def __missing__(self, business_id: str) -> BusinessWindow:
+        return BusinessWindow()
 
 
 @dataclass
@@ -181,32 +206,48 @@ class Decide:
         self.dead = DeadLetters(self.codec, self.clock, self.metrics)
 
     def process(self, batch: Iterable[InRecord], states: StateStore) -> list[OutRecord]:
-        """Apply links and signals, decide candidates, in consumption order.
+        """Apply the batch's links and signals, then decide its candidates.
 
-        `states` holds the subscribers touched so far (loaded lazily by the caller's
-        mapping); the caller persists the entries this call changes.
+        State updates go first: a user's STOP and a promotion to them can reach the
+        worker in one batch in either order (they travel on different topics, and the
+        promotion through the ingest stage), and the STOP must win. `states` loads
+        subscribers lazily; the caller persists the entries this call changes.
         """
         out: list[OutRecord] = []
+        batch = list(batch)
         for src in batch:
             self.metrics.events_consumed.labels(topic=src.topic).inc()
-            try:
-                if src.topic == self.candidates_topic:
-                    out.extend(self._decide(src, states))
-                elif src.topic == topics.ACCOUNT_LINKS:
-                    wire = self.codec.decode("herald.v1.AccountLink", src.value or b"")
-                    link = records.account_link_from_wire(wire)
-                    _check_key(src, link.subscriber)
-                    states[link.subscriber] = apply_account(states[link.subscriber], link)
-                elif src.topic == topics.USER_SIGNALS:
-                    wire = self.codec.decode("herald.v1.UserSignal", src.value or b"")
-                    signal = records.signal_from_wire(wire)
-                    _check_key(src, signal.subscriber)
-                    states[signal.subscriber] = apply_signal(
-                        states[signal.subscriber], signal, self.policy
-                    )
-            except (CodecError, KeyError, ValueError, TypeError) as exc:
-                out.append(self.dead.record(src, "decode", exc, _safe_message(exc)))
+        for src in batch:
+            if src.topic != self.candidates_topic:
+                out.extend(self._guarded(src, states, self._update))
+        for src in batch:
+            if src.topic == self.candidates_topic:
+                out.extend(self._guarded(src, states, self._decide))
         return out
+
+    def _guarded(
+        self,
+        src: InRecord,
+        states: StateStore,
+        step: Callable[[InRecord, StateStore], list[OutRecord]],
+    ) -> list[OutRecord]:
+        try:
+            return step(src, states)
+        except (CodecError, KeyError, ValueError, TypeError) as exc:
+            return [self.dead.record(src, "decode", exc, _safe_message(exc))]
+
+    def _update(self, src: InRecord, states: StateStore) -> list[OutRecord]:
+        if src.topic == topics.ACCOUNT_LINKS:
+            wire = self.codec.decode("herald.v1.AccountLink", src.value or b"")
+            link = records.account_link_from_wire(wire)
+            _check_key(src, link.subscriber)
+            states[link.subscriber] = apply_account(states[link.subscriber], link)
+        elif src.topic == topics.USER_SIGNALS:
+            wire = self.codec.decode("herald.v1.UserSignal", src.value or b"")
+            signal = records.signal_from_wire(wire)
+            _check_key(src, signal.subscriber)
+            states[signal.subscriber] = apply_signal(states[signal.subscriber], signal, self.policy)
+        return []
 
     def _decide(self, src: InRecord, states: StateStore) -> list[OutRecord]:
         wire = self.codec.decode("herald.v1.CandidateBatch", src.value or b"")
@@ -229,11 +270,14 @@ class Decide:
             wire = records.delivery_to_wire(c, d, account.wa_id)
             return OutRecord(topics.DELIVERIES, key, self.codec.encode("herald.v1.Delivery", wire))
         if isinstance(d, Deliver):
-            # A replay of a delivery whose account was deleted since: the original
+            # A replayed delivery for a subscriber whose state no longer holds the account
+            # (a deleted account keeps its wa_id; only lost state gets here): the original
             # Delivery stands, and a second, different outcome would break the contract.
-            log.info("replayed delivery not re-emitted: account deleted since")
+            log.info("replayed delivery not re-emitted: account no longer known")
             return None
         self.metrics.suppressions.labels(reason=d.reason.value, category=c.category.value).inc()
+        if d.reason is Reason.LINK_BLOCKED:
+            self.metrics.blocked_links.labels(business=c.event.business_id).inc()
         wire = records.suppression_to_wire(
             c.event, c.category, c.recipient.subscriber, c.recipient.index, d
         )

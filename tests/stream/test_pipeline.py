@@ -21,6 +21,7 @@ pytestmark = pytest.mark.broker
 NOW = int(time.time() * 1000)
 HOUR = 3_600_000
 BIZ = "acme-retail"
+POST = "acme-post"  # a second business: consent is per business
 
 # Who is who; every number is valid in its country.
 ALICE = "+6281200000001"  # opted in to everything
@@ -43,8 +44,10 @@ def link(phone: str, status: str = "ACTIVE") -> dict[str, Any]:
             "updated_at": NOW - HOUR}  # fmt: skip
 
 
-def signal(phone: str, kind: str, scope: str = "ALL", text: str | None = None) -> dict[str, Any]:
-    return {"phone": phone, "business_id": BIZ, "kind": kind, "scope": scope, "text": text,
+def signal(
+    phone: str, kind: str, scope: str = "ALL", text: str | None = None, business: str | None = BIZ
+) -> dict[str, Any]:
+    return {"phone": phone, "business_id": business, "kind": kind, "scope": scope, "text": text,
             "source": "app", "consent_version": "v1", "occurred_at": NOW - HOUR}  # fmt: skip
 
 
@@ -102,10 +105,15 @@ def test_every_recipient_gets_exactly_one_outcome_with_the_right_reason(
     worker = worker_factory()
     links = [link(p) for p in (ALICE, BRUNO, CARMEN, DEV, EMMA, UTILITY_ONLY)]
     links.append(link(FARID, status="DELETED"))
-    signals = [signal(p, "OPT_IN") for p in (ALICE, BRUNO, CARMEN, DEV, FARID)]
+    signals = [
+        signal(p, "OPT_IN", business=b)
+        for p in (ALICE, BRUNO, CARMEN, DEV, FARID)
+        for b in (BIZ, POST)
+    ]
     signals += [
         signal(UTILITY_ONLY, "OPT_IN", scope="UTILITY"),
-        signal(BRUNO, "OPT_OUT"),
+        signal(UTILITY_ONLY, "OPT_IN", scope="UTILITY", business=POST),
+        signal(BRUNO, "OPT_OUT", business=None),  # from every business
         signal(CARMEN, "INBOUND_MESSAGE", text="Hola, por favor BAJA de la lista"),
         signal(DEV, "BLOCK"),
     ]
@@ -113,12 +121,14 @@ def test_every_recipient_gets_exactly_one_outcome_with_the_right_reason(
     send(settings, topics.USER_SIGNALS, signals)
     worker.wait_consumed({topics.ACCOUNT_LINKS: len(links), topics.USER_SIGNALS: len(signals)})
 
-    promo = event("promo-1", "PROMOTION", EVERYONE, payload={"Promotion": {"campaign_id": "c1"}})
+    promo = event("promo-1", "PROMOTION", EVERYONE, tags=["home"],
+                  payload={"Promotion": {"campaign_id": "c1"}})  # fmt: skip
     parcel = event("parcel-1", "SHIPMENT_UPDATE", EVERYONE, entity_id="P1", entity_version=1,
+                   business_id=POST,
                    payload={"ShipmentStatus": {"status": "IN_TRANSIT", "location": None,
                                                "eta": None}})  # fmt: skip
     stale = event("stale-1", "SERVICE_UPDATE", [ALICE], occurred_at=NOW - 3 * HOUR,
-                  expires_at=NOW - HOUR)  # fmt: skip
+                  business_id=POST, expires_at=NOW - HOUR)  # fmt: skip
     send(settings, topics.BUSINESS_EVENTS, [promo])
     send_raw(settings, topics.BUSINESS_EVENTS, b"broken", b"\x00 definitely not avro")
     # After the garbage: a good event, a retry of promo-1, a resend of parcel-1's status.
@@ -160,7 +170,9 @@ def test_every_recipient_gets_exactly_one_outcome_with_the_right_reason(
     assert reason("promo-1", GHOST) == "NO_ACCOUNT"
     assert reason("parcel-1", ALICE) == "DELIVERED"
     assert reason("parcel-1", UTILITY_ONLY) == "DELIVERED"
-    assert reason("parcel-1", CARMEN) == "OPTED_OUT"
+    assert reason("parcel-1", CARMEN) == "DELIVERED"  # her STOP was to the other business
+    assert reason("parcel-1", BRUNO) == "OPTED_OUT"
+    assert reason("parcel-1", DEV) == "DELIVERED"  # blocked the retailer, not the courier
     assert reason("parcel-1-resend", ALICE) == "DUPLICATE"
     assert reason("parcel-1-resend", UTILITY_ONLY) == "DUPLICATE"
     assert reason("parcel-1-resend", BRUNO) == "OPTED_OUT"

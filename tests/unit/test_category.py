@@ -121,3 +121,12 @@ def test_other_utility_is_normal(kind: EventKind) -> None:
     """Shipment, delivery and service updates have normal priority."""
     event = _event(kind)
     assert priority(event, derive_category(event), NOW) == Priority.NORMAL
+
+
+def test_the_urgent_departure_horizon_is_a_parameter() -> None:
+    """decide passes the policy's urgent_departure_ms; a shorter horizon makes 3 h normal."""
+    event = _event(EventKind.FLIGHT_DELAY, payload={"new_departure": NOW + 3 * HOUR_MS})
+    assert priority(event, Category.UTILITY, NOW) == Priority.URGENT
+    assert priority(event, Category.UTILITY, NOW, urgent_departure_ms=2 * HOUR_MS) == (
+        Priority.NORMAL
+    )

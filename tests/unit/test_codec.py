@@ -138,6 +138,26 @@ DELIVERY = {
 }
 
 EXAMPLES: list[tuple[str, dict[str, Any]]] = [
+    (
+        "BusinessProfile",
+        {
+            "business_id": "garuda",
+            "tier": "TIER_2",
+            "verified": True,
+            "status": "SUSPENDED",
+            "reason": "abuse flagged on a linked app",
+            "updated_at": 1_732_500_000_000,
+        },
+    ),
+    (
+        "LinkReputation",
+        {
+            "domain": "evil.example",
+            "verdict": "BLOCKED",
+            "source": "scanner",
+            "updated_at": 1_732_500_000_000,
+        },
+    ),
     *[("BusinessEvent", business_event(p)) for p in PAYLOADS],
     ("BusinessEvent", FULL_EVENT),
     (
@@ -267,8 +287,20 @@ EXAMPLES: list[tuple[str, dict[str, Any]]] = [
             "event": business_event(PAYLOADS[5], recipients=[]),
             "category": "UTILITY",
             "candidates": [
-                {"subscriber": "ab" * 32, "recipient_index": 0, "region": "ID"},
-                {"subscriber": "cd" * 32, "recipient_index": 4, "region": "SG"},
+                {
+                    "subscriber": "ab" * 32,
+                    "recipient_index": 0,
+                    "region": "ID",
+                    "zones": ["Asia/Jakarta"],
+                    "limited": False,
+                },
+                {
+                    "subscriber": "cd" * 32,
+                    "recipient_index": 4,
+                    "region": "SG",
+                    "zones": [],
+                    "limited": True,
+                },
             ],
             "source_topic": "business-events",
             "source_partition": 2,
@@ -329,7 +361,7 @@ def test_schema_file_parses_on_its_own(path: Path) -> None:
 
 
 def test_registry_holds_every_record() -> None:
-    """The repository's schema directory registers the seven wire records."""
+    """The repository's schema directory registers the nine wire records."""
     names = default_registry().names()
     assert names == tuple(
         NS + n
@@ -337,9 +369,11 @@ def test_registry_holds_every_record() -> None:
             [
                 "AccountLink",
                 "BusinessEvent",
+                "BusinessProfile",
                 "CandidateBatch",
                 "DeadLetter",
                 "Delivery",
+                "LinkReputation",
                 "Suppression",
                 "UserSignal",
             ]
@@ -483,7 +517,7 @@ def test_v1_data_decodes_into_v2_with_defaults(tmp_path: Path) -> None:
 
 def test_suppression_reason_added_later_reads_as_other(registry: SchemaRegistry) -> None:
     """A reader with the v1 Suppression schema maps a reason it does not know to OTHER."""
-    v1 = registry.latest("Suppression").schema
+    v1 = registry.versions("Suppression")[0].schema
     raw = json.loads((SCHEMAS / "Suppression.v1.avsc").read_text())
     reason = next(f for f in raw["fields"] if f["name"] == "reason")
     reason["type"]["symbols"].append("RATE_LIMITED")
@@ -708,3 +742,30 @@ def test_examples_are_not_mutated_by_codec(registry: SchemaRegistry) -> None:
     before = copy.deepcopy(FULL_EVENT)
     registry.encode("BusinessEvent", FULL_EVENT)
     assert before == FULL_EVENT
+
+
+@pytest.mark.parametrize(
+    ("name", "old"),
+    [
+        ("Suppression", next(r for n, r in EXAMPLES if n == "Suppression")),
+        ("CandidateBatch", dict(EXAMPLES)["CandidateBatch"]),
+    ],
+    ids=["Suppression", "CandidateBatch"],
+)
+def test_records_written_by_the_shipped_v1_schemas_read_into_the_latest(
+    registry: SchemaRegistry, name: str, old: dict[str, Any]
+) -> None:
+    """Bytes from a v1 writer of the repository still decode after v2 was added."""
+    v1 = registry.versions(NS + name)[0]
+    assert v1.version == 1 and registry.latest(NS + name).version >= 2
+    record = copy.deepcopy(old)
+    for candidate in record.get("candidates", []):
+        candidate.pop("zones", None)  # v1 had neither
+        candidate.pop("limited", None)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, v1.schema, record)
+    decoded = registry.decode(name, v1.header + body.getvalue())
+    for candidate in decoded.get("candidates", []):
+        assert candidate.pop("zones") == []  # the v2 defaults
+        assert candidate.pop("limited") is False
+    assert decoded == record

@@ -192,17 +192,84 @@ def test_a_new_opt_in_after_stop_restores_consent() -> None:
 @pytest.mark.parametrize(
     "signal",
     [
-        _signal(SignalKind.REPORT),
         _signal(SignalKind.READ),
         _signal(SignalKind.NOT_INTERESTED),
         _signal(SignalKind.INBOUND_MESSAGE, text="thanks, see you"),
         _signal(SignalKind.INBOUND_MESSAGE, text=None),
     ],
 )
-def test_signals_without_consent_meaning_change_nothing(signal: UserSignal) -> None:
-    """Report, read, not-interested and plain inbound messages leave consent alone."""
+def test_signals_without_consent_meaning_leave_consent_alone(signal: UserSignal) -> None:
+    """Read, not-interested and plain inbound messages change no consent."""
     state = _apply(_signal(SignalKind.OPT_IN))
-    assert apply_signal(state, signal, POLICY) is state
+    assert apply_signal(state, signal, POLICY).consents == state.consents
+
+
+def test_report_stops_that_business_marketing_only() -> None:
+    """REPORT suppresses the business's marketing (REPORTED) but not its utility messages."""
+    state = _apply(_signal(SignalKind.OPT_IN), _signal(SignalKind.OPT_IN, business="b2"))
+    reported = _apply(_signal(SignalKind.REPORT, at=T0 + 1), state=state)
+    assert consent_verdict(reported, "b1", Category.MARKETING) == (
+        Reason.REPORTED,
+        "user reported this business",
+    )
+    assert consent_verdict(reported, "b1", Category.UTILITY) is None
+    assert consent_verdict(reported, "b2", Category.MARKETING) is None
+
+
+def test_a_stale_report_still_applies() -> None:
+    """A report older than the stored consent is restrictive, so it applies."""
+    state = _apply(_signal(SignalKind.OPT_IN, at=T0 + 10), _signal(SignalKind.REPORT, at=T0))
+    assert _consent(state).reported and _consent(state).updated_at == T0 + 10
+
+
+def test_a_report_without_business_covers_every_business() -> None:
+    """A report naming no business withholds marketing from all (erring towards silence)."""
+    state = _apply(_signal(SignalKind.OPT_IN), _signal(SignalKind.REPORT, business=None))
+    verdict = consent_verdict(state, "b1", Category.MARKETING)
+    assert verdict is not None and verdict[0] == Reason.REPORTED
+
+
+@pytest.mark.parametrize(
+    ("scope", "cleared"), [(Scope.MARKETING, True), (Scope.ALL, True), (Scope.UTILITY, False)]
+)
+def test_a_marketing_opt_in_clears_a_report(scope: Scope, cleared: bool) -> None:
+    """OPT_IN restores only what it names: MARKETING or ALL clears the report."""
+    state = _apply(
+        _signal(SignalKind.OPT_IN),
+        _signal(SignalKind.REPORT, at=T0 + 1),
+        _signal(SignalKind.OPT_IN, scope=scope, at=T0 + 2),
+    )
+    assert (consent_verdict(state, "b1", Category.MARKETING) is None) == cleared
+
+
+def test_a_stale_opt_in_does_not_clear_a_report() -> None:
+    """An opt-in older than the report is ignored."""
+    state = _apply(
+        _signal(SignalKind.OPT_IN, at=T0),
+        _signal(SignalKind.REPORT, at=T0 + 10),
+        _signal(SignalKind.OPT_IN, at=T0 + 5),
+    )
+    assert _consent(state).reported
+
+
+def test_unblock_restores_the_block_only() -> None:
+    """UNBLOCK after BLOCK and OPT_OUT leaves the opt-out in place."""
+    state = _apply(
+        _signal(SignalKind.OPT_IN),
+        _signal(SignalKind.OPT_OUT, scope=Scope.MARKETING, at=T0 + 1),
+        _signal(SignalKind.BLOCK, at=T0 + 2),
+        _signal(SignalKind.UNBLOCK, at=T0 + 3),
+    )
+    assert consent_verdict(state, "b1", Category.UTILITY) is None
+    verdict = consent_verdict(state, "b1", Category.MARKETING)
+    assert verdict is not None and verdict[0] == Reason.OPTED_OUT
+
+
+def test_opt_in_does_not_unblock() -> None:
+    """OPT_IN after BLOCK leaves the business blocked."""
+    state = _apply(_signal(SignalKind.BLOCK), _signal(SignalKind.OPT_IN, at=T0 + 1))
+    verdict = consent_verdict(state, "b1", Category.MARKETING)
+    assert verdict is not None and verdict[0] == Reason.BLOCKED
 
 
 def test_a_stale_opt_in_does_not_undo_a_newer_opt_out() -> None:

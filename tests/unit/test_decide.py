@@ -1,4 +1,8 @@
-"""The decision rules, what the state remembers, and batch decisions."""
+"""The decision rules, what the state remembers, and batch decisions.
+
+Each policy rule has its own test module (test_caps, test_quiet_hours, ...); this one
+covers decide's order of rules, replays, duplicates and remember.
+"""
 
 from __future__ import annotations
 
@@ -27,13 +31,18 @@ from pipeline.domain.models import (
     Account,
     AccountStatus,
     BusinessEvent,
+    BusinessProfile,
+    BusinessStatus,
     Candidate,
     Category,
     Consent,
     Decision,
     Deliver,
+    EntityMemory,
     EventKind,
     InvalidRecipient,
+    MarketingSent,
+    Offer,
     PastOutcome,
     Policy,
     Priority,
@@ -49,7 +58,9 @@ from pipeline.domain.models import (
 
 NOW = 1_700_000_000_000
 POLICY = Policy("policy-7")
-ACCOUNT = Account("34612345678", AccountStatus.ACTIVE, "es_ES", "ES", NOW - DAY_MS)
+ACCOUNT = Account(
+    "34612345678", AccountStatus.ACTIVE, "es_ES", "ES", NOW - DAY_MS, "UTC", ("sale",)
+)
 
 
 def _event(
@@ -60,6 +71,7 @@ def _event(
     params: tuple[str, ...] = ("parcel 1", "out for delivery"),
     expires_at: int | None = None,
     entity: tuple[str, int] | None = None,
+    tags: tuple[str, ...] = ("sale",),
 ) -> BusinessEvent:
     return BusinessEvent(
         event_id=event_id,
@@ -71,6 +83,7 @@ def _event(
         expires_at=expires_at,
         entity_id=entity[0] if entity else None,
         entity_version=entity[1] if entity else None,
+        tags=tags,
     )
 
 
@@ -100,11 +113,11 @@ def _decided(candidate: Candidate, state: SubscriberState = OPTED_IN, now: int =
 
 
 def test_an_opted_in_user_gets_the_message() -> None:
-    """With an account and consent, the candidate is delivered under rule consent."""
+    """With an account and consent, the candidate is delivered under rule allowed."""
     candidate = _candidate(_event())
     assert _decided(candidate) == Deliver(
         message_id=message_id("e1", "s1"),
-        rule="consent",
+        rule="allowed",
         detail="user opted in to messages from this business",
         priority=Priority.NORMAL,
         decided_at=NOW,
@@ -115,6 +128,7 @@ def test_an_opted_in_user_gets_the_message() -> None:
 def test_delivery_priority_comes_from_the_event() -> None:
     """A passcode is delivered urgent, marketing low."""
     otp = _decided(_candidate(_event(kind=EventKind.ONE_TIME_PASSCODE)))
+    # NOW is 22:13 UTC, so the promotion is held for quiet hours, but delivered.
     promo = _decided(_candidate(_event(kind=EventKind.PROMOTION)))
     assert isinstance(otp, Deliver) and otp.priority == Priority.URGENT
     assert isinstance(promo, Deliver) and promo.priority == Priority.LOW
@@ -204,7 +218,7 @@ def test_same_content_under_another_event_is_a_duplicate() -> None:
 
 def test_same_entity_version_under_another_event_is_a_duplicate() -> None:
     """The same entity version is the same message even if the wording changed."""
-    state = _remembered(_candidate(_event("e0", entity=("GA1", 3))), OPTED_IN, NOW - 1)
+    state = _remembered(_candidate(_event("e0", entity=("GA1", 3))), OPTED_IN, NOW - HOUR_MS)
     reworded = _event("e1", entity=("GA1", 3), params=("other words",))
     newer = _event("e2", entity=("GA1", 4))
     assert _decided(_candidate(reworded), state).rule == "duplicate"
@@ -222,7 +236,9 @@ def test_same_entity_version_under_another_event_is_a_duplicate() -> None:
 def test_different_content_is_not_a_duplicate(other: BusinessEvent) -> None:
     """Other parameters, another business or an entity version are different messages."""
     state = _remembered(
-        _candidate(_event("e0")), _state(consents={ALL_BUSINESSES: Consent(True, True)}), NOW - 1
+        _candidate(_event("e0")),
+        _state(consents={ALL_BUSINESSES: Consent(True, True)}),
+        NOW - HOUR_MS,
     )
     assert isinstance(decide(_candidate(other), state, POLICY, NOW), Deliver)
 
@@ -291,7 +307,7 @@ def test_remember_records_every_outcome_and_sent_content() -> None:
     state = _remembered(delivered, OPTED_IN, NOW)
     state = _remembered(suppressed, state, NOW)
     assert state.outcomes["e1"] == PastOutcome(
-        True, "consent", "user opted in to messages from this business", NOW, "policy-7",
+        True, "allowed", "user opted in to messages from this business", NOW, "policy-7",
         priority=Priority.NORMAL,
     )  # fmt: skip
     assert state.outcomes["e2"].reason == Reason.EXPIRED
@@ -321,8 +337,27 @@ def test_remember_of_a_replay_changes_nothing() -> None:
 def test_remember_keeps_every_state_field() -> None:
     """remember builds SubscriberState field by field: a new field must be carried over."""
     assert [f.name for f in dataclasses.fields(SubscriberState)] == [
-        "account", "consents", "outcomes", "sent",
+        "account", "consents", "outcomes", "sent", "marketing", "last_sent", "inbound_at",
+        "not_interested_at", "entities",
     ]  # fmt: skip
+
+
+def test_remember_carries_every_field_through() -> None:
+    """A decision leaves every state field it does not own as it was (nothing dropped)."""
+    full = SubscriberState(
+        account=ACCOUNT,
+        consents=MappingProxyType({"b1": Consent(True, True)}),
+        marketing=(MarketingSent(NOW - HOUR_MS, "b2", "m0", True, True),),
+        last_sent=MappingProxyType({"b2": NOW - HOUR_MS}),
+        inbound_at=MappingProxyType({"b3": NOW - HOUR_MS}),
+        not_interested_at=NOW - DAY_MS,
+        entities=MappingProxyType({"b2/GA1": EntityMemory(1, NOW - HOUR_MS, NOW, 5, "A1", False)}),
+    )
+    candidate = _candidate(_event("e9", expires_at=NOW - 1))
+    after = remember(full, candidate, decide(candidate, full, POLICY, NOW), NOW, POLICY)
+    kept = {f.name for f in dataclasses.fields(SubscriberState)} - {"outcomes"}
+    for name in kept:
+        assert getattr(after, name) == getattr(full, name), name
 
 
 def test_suppress_invalid_builds_a_recipient_suppression() -> None:
@@ -523,3 +558,126 @@ def test_an_opted_out_user_never_gets_marketing(
         else:
             (decision,) = decide_batch([step], states, POLICY, NOW)
             assert not isinstance(decision, Deliver)
+
+
+# --- the order of every rule ----------------------------------------------------------
+
+NOON = 1_714_564_800_000  # 2024-05-01 12:00 UTC: 21:00 in Tokyo, 13:00 in London
+
+
+def test_each_rule_objects_in_order() -> None:
+    """Removing the cause of each objection in turn reveals the next rule, in decide's order.
+
+    The candidate is a flight-delay notice carrying an offer: MARKETING of kind
+    FLIGHT_DELAY, so every rule (coalescing included) applies to it.
+    """
+    fingerprinted = BusinessEvent(
+        "e1", "b1", EventKind.FLIGHT_DELAY, NOON - HOUR_MS, (),
+        Template("delay", "en", ("lounge 20% off", "https://evil.example/x")),
+        expires_at=NOON - 1, entity_id="GA1", entity_version=3, tags=("travel",),
+        offer=Offer("lounge"), payload=MappingProxyType({"delay_minutes": 65, "gate": "A1"}),
+    )  # fmt: skip
+    event = fingerprinted
+    recipient = Recipient(0, "s1", "US")
+    suspended = BusinessProfile("b1", status=BusinessStatus.SUSPENDED)
+    policy = Policy(
+        "order",
+        businesses=MappingProxyType({"b1": suspended}),
+        blocked_domains=frozenset({"evil.example"}),
+    )
+    account = Account("x", AccountStatus.ACTIVE, "ja", "JP", 0, "Asia/Tokyo", ())
+    state = SubscriberState()
+    seen: list[str] = []
+
+    def step(expected: str) -> Decision:
+        decision = decide(Candidate(event, Category.MARKETING, recipient), state, policy, NOON)
+        seen.append(decision.rule)
+        assert decision.rule == expected, (seen, decision)
+        return decision
+
+    step("account")
+    state = SubscriberState(account=account)
+    step("business")
+    policy = dataclasses.replace(policy, businesses=MappingProxyType({}))
+    step("expiry")
+    event = dataclasses.replace(event, expires_at=NOON + 30 * DAY_MS)
+    step("consent")
+    state = dataclasses.replace(state, consents=MappingProxyType({"b1": Consent(True, True)}))
+    step("links")
+    event = dataclasses.replace(event, template=Template("delay", "en", ("lounge 20% off",)))
+    step("country")
+    recipient = Recipient(0, "s1", "JP", ("Asia/Tokyo",))
+    state = dataclasses.replace(
+        state, sent=MappingProxyType({fingerprint(event): ("e0", NOON - HOUR_MS)})
+    )
+    step("duplicate")
+    memory = EntityMemory(5, NOON - HOUR_MS, NOON - 10 * 60_000, 60, "A1", False)
+    state = dataclasses.replace(
+        state, sent=MappingProxyType({}), entities=MappingProxyType({"b1/GA1": memory})
+    )
+    step("superseded")
+    memory = dataclasses.replace(memory, version=2)
+    state = dataclasses.replace(state, entities=MappingProxyType({"b1/GA1": memory}))
+    step("coalescing")
+    memory = dataclasses.replace(memory, delivered_at=NOON - HOUR_MS)
+    state = dataclasses.replace(state, entities=MappingProxyType({"b1/GA1": memory}))
+    step("relevance")
+    account = dataclasses.replace(account, interests=("travel",))
+    state = dataclasses.replace(
+        state,
+        account=account,
+        marketing=tuple(MarketingSent(NOON - h * HOUR_MS, f"b{h}", f"m{h}", True) for h in (2, 3)),
+    )
+    step("caps")
+    # Inside a customer-service window the caps do not count; the pair rate still guards:
+    # an uncounted send held for the same morning, a second before this one.
+    state = dataclasses.replace(
+        state,
+        inbound_at=MappingProxyType({"b1": NOON - HOUR_MS}),
+        marketing=(MarketingSent(NOON + 12 * HOUR_MS - 1000, "b1", "m0", False),),
+    )
+    step("pair_rate")
+    state = dataclasses.replace(state, inbound_at=MappingProxyType({}))
+    state = dataclasses.replace(state, marketing=())
+    event = dataclasses.replace(event, expires_at=NOON + HOUR_MS)
+    expired = step("quiet_hours")
+    assert isinstance(expired, Suppress) and expired.reason == Reason.QUIET_HOURS_EXPIRED
+    event = dataclasses.replace(event, expires_at=NOON + 30 * DAY_MS)
+    held = step("quiet_hours")
+    assert isinstance(held, Deliver) and held.deliver_after == NOON + 12 * HOUR_MS
+    state = dataclasses.replace(state, account=dataclasses.replace(account, timezone="UTC"))
+    allowed = step("allowed")
+    assert isinstance(allowed, Deliver) and allowed.deliver_after is None
+    assert allowed.detail == (
+        "user opted in to marketing from this business; tags travel match 1 of 1 interests "
+        "(100% >= 20%); marketing 1 of 2 per 24 h, 1 of 6 per 7 d"
+    )
+
+
+def test_a_report_suppresses_marketing_but_not_utility() -> None:
+    """After REPORT, that business's marketing is REPORTED; its utility still arrives."""
+    state = apply_signal(OPTED_IN, UserSignal("s1", SignalKind.REPORT, NOW, "b1"), POLICY)
+    promo = _decided(_candidate(_event("p1", kind=EventKind.PROMOTION)), state)
+    assert isinstance(promo, Suppress)
+    assert (promo.reason, promo.rule) == (Reason.REPORTED, "consent")
+    assert isinstance(_decided(_candidate(_event("u1")), state), Deliver)
+
+
+def test_details_carry_no_personal_identifiers() -> None:
+    """No detail repeats the subscriber key, wa_id, entity id or the account's zone."""
+    secret_subscriber = "f" * 64
+    account = dataclasses.replace(ACCOUNT, timezone="Asia/Tokyo", wa_id="34699887766")
+    state = _state(account, {"b1": Consent(True, True)})
+    states = {secret_subscriber: state}
+    details = []
+    for i, (kind, at) in enumerate(
+        [(EventKind.PROMOTION, NOW), (EventKind.PROMOTION, NOW + HOUR_MS),
+         (EventKind.FLIGHT_DELAY, NOW), (EventKind.FLIGHT_DELAY, NOW + 60_000)]
+    ):  # fmt: skip
+        event = _event(f"e{i}", kind=kind, entity=("PARCEL-77", i), params=(str(i),))
+        candidate = _candidate(event, secret_subscriber)
+        (decision,) = decide_batch([candidate], states, POLICY, at)
+        details.append(decision.detail)
+    for detail in details:
+        assert secret_subscriber not in detail and "34699887766" not in detail
+        assert "PARCEL-77" not in detail and "Tokyo" not in detail

@@ -43,11 +43,13 @@ def _event(
 
 
 def test_valid_recipients_keep_their_index_and_region() -> None:
-    """Each valid number becomes a Recipient at its index, keyed by its E.164 form."""
+    """Each valid number becomes a Recipient at its index, keyed, with region and zones."""
     expansion = expand(_event(("+34 612 345 678", "+62 812-3456-7890")), KEYS, POLICY, NOW)
     assert expansion.recipients == (
-        Recipient(0, subscriber_key("+34612345678", SECRET), "ES"),
-        Recipient(1, subscriber_key("+6281234567890", SECRET), "ID"),
+        Recipient(
+            0, subscriber_key("+34612345678", SECRET), "ES", ("Atlantic/Canary", "Europe/Madrid")
+        ),
+        Recipient(1, subscriber_key("+6281234567890", SECRET), "ID", ("Asia/Jakarta",)),
     )
     assert expansion.invalid == () and expansion.duplicates == ()
     assert expansion.category == Category.UTILITY

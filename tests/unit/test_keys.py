@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from pipeline.domain.keys import (
     RejectedNumber,
     message_id,
     normalise,
+    number_zones,
     subscriber_key,
     wa_id,
 )
@@ -132,12 +134,39 @@ def test_development_secret_says_it_is_for_development() -> None:
 
 
 def test_keymaker_keys_valid_numbers_with_region() -> None:
-    """A valid text keys to the HMAC of its E.164 form, with its region."""
+    """A valid text keys to the HMAC of its E.164 form, with its region and time zones."""
     keys = KeyMaker(SECRET)
     assert keys.key("+62 812-3456-7890") == KeyedNumber(
-        subscriber_key("+6281234567890", SECRET), "ID"
+        subscriber_key("+6281234567890", SECRET), "ID", ("Asia/Jakarta",)
     )
     assert keys.subscriber("0062 812 3456 7890") == subscriber_key("+6281234567890", SECRET)
+
+
+@pytest.mark.parametrize(
+    ("raw", "zones"),
+    [
+        ("+1 201-555-0123", ("America/New_York",)),
+        ("+1 808-555-0123", ("Pacific/Honolulu",)),
+        ("+34 612 345 678", ("Atlantic/Canary", "Europe/Madrid")),
+    ],
+)
+def test_keymaker_gives_the_number_zones(raw: str, zones: tuple[str, ...]) -> None:
+    """The zones come from the number's prefix; an unknown zone is no zone."""
+    result = KeyMaker(SECRET).key(raw)
+    assert isinstance(result, KeyedNumber) and result.zones == zones
+
+
+def test_number_zones_of_a_multi_zone_mobile_prefix() -> None:
+    """A Russian mobile number maps to all the zones its prefix spans."""
+    zones = number_zones(phonenumbers.parse("+7 916 123-45-67"))
+    assert "Europe/Moscow" in zones and "Asia/Vladivostok" in zones
+
+
+def test_number_zones_drops_the_unknown_placeholder() -> None:
+    """phonenumbers' "Etc/Unknown" (no zone known for the prefix) becomes no zone."""
+    number = phonenumbers.parse("+52 1 55 1234 5678")
+    assert phonenumbers.timezone.time_zones_for_number(number) == ("Etc/Unknown",)
+    assert number_zones(number) == ()
 
 
 def test_keymaker_keys_invalid_text_by_its_stripped_form() -> None:

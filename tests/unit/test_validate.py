@@ -84,3 +84,26 @@ def test_messages_carry_no_personal_data(change: dict[str, object]) -> None:
 def test_invalid_event_is_a_value_error() -> None:
     """Callers catching ValueError also catch InvalidEvent."""
     assert issubclass(InvalidEvent, ValueError)
+
+
+def _passcode(*params: str) -> BusinessEvent:
+    return replace(
+        _event(), kind=EventKind.ONE_TIME_PASSCODE, template=Template("otp", "en", params)
+    )
+
+
+def test_passcode_parameters_are_short() -> None:
+    """A passcode parameter of up to 15 characters passes; 16 is an InvalidEvent."""
+    policy = Policy("test")
+    validate_event(_passcode("123456", "x" * 15), policy, NOW)
+    with pytest.raises(InvalidEvent, match="passcode template parameter 1 has 16 characters"):
+        validate_event(_passcode("123456", "x" * 16), policy, NOW)
+
+
+def test_the_passcode_limit_is_the_policy_s_and_for_passcodes_only() -> None:
+    """The limit comes from passcode_max_param_length and spares other kinds."""
+    policy = Policy("test", passcode_max_param_length=6)
+    with pytest.raises(InvalidEvent, match="passcode limit of 6"):
+        validate_event(_passcode("1234567"), policy, NOW)
+    shipment = replace(_event(), template=Template("t", "en", ("x" * 16,)))
+    validate_event(shipment, Policy("test"), NOW)
