@@ -261,15 +261,19 @@ def policy_from_document(doc: Mapping[str, Any]) -> Policy:
     )
 
 
-def load_policy(path: Path | str | None = None) -> Policy:
-    """Load and validate a policy file (the default one when no path is given)."""
-    path = Path(path) if path else DEFAULT_POLICY_FILE
+def _read(path: Path) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PolicyError(f"policy file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy file {path}: not valid TOML ({exc})") from exc
+
+
+def load_policy(path: Path | str | None = None) -> Policy:
+    """Load and validate a policy file (the default one when no path is given)."""
+    path = Path(path) if path else DEFAULT_POLICY_FILE
+    doc = _read(path)
     try:
         return policy_from_document(doc)
     except PolicyError as exc:
@@ -279,8 +283,10 @@ def load_policy(path: Path | str | None = None) -> Policy:
 def effective_document(path: Path | str | None = None) -> dict[str, Any]:
     """Return the effective policy (defaults filled in) with its version, for display."""
     path = Path(path) if path else DEFAULT_POLICY_FILE
-    doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    effective = _effective(doc)
+    try:
+        effective = _effective(_read(path))
+    except PolicyError as exc:
+        raise PolicyError(f"policy file {path}: {exc}") from exc
     return {"policy_version": version_of(effective), "file": str(path), **effective}
 
 

@@ -79,6 +79,21 @@ def test_publish_then_tail_round_trips_json_through_avro_on_the_broker(tmp_path:
         assert len(record["subscriber"]) == 64 and "6281200000001" not in tailed.stdout
 
 
+def test_policy_show_prints_the_effective_policy_and_rejects_a_bad_file(tmp_path: Path) -> None:
+    """`herald policy show` prints defaults and version; a wrong key is named, not ignored."""
+    shown = run(["policy", "show"])
+    assert shown.returncode == 0, shown.stderr
+    policy = json.loads(shown.stdout)
+    assert policy["marketing"]["per_user_24h"] == 2
+    assert policy["quiet_hours"] == {"start": "20:00", "end": "09:00", "urgent_departure_hours": 12}
+    assert policy["policy_version"].startswith("p-")
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[marketing]\nper_user_24 = 3\n")
+    refused = run(["policy", "show", "--file", str(bad)])
+    assert refused.returncode == 2
+    assert "[marketing] unknown key(s): per_user_24" in refused.stderr
+
+
 def test_publish_rejects_a_bad_line_with_its_number_and_no_personal_data(tmp_path: Path) -> None:
     """A malformed input line stops `herald publish` with a clear, digit-free error."""
     with EmbeddedBroker() as broker:
@@ -92,15 +107,27 @@ def test_publish_rejects_a_bad_line_with_its_number_and_no_personal_data(tmp_pat
     assert "812" not in result.stderr
 
 
-def test_demo_runs_end_to_end_and_reports_deliveries_and_suppressions() -> None:
-    """`herald demo` starts everything, completes every outcome, and stops what it started."""
-    result = run(["demo", "--subscribers", "600", "--scale", "0.2", "--timeout", "150"],
-                 timeout=240)  # fmt: skip
+# Every reason the simulated traffic is built to trigger (see pipeline/simulate.py).
+SIMULATED_REASONS = [
+    "BLOCKED", "BUSINESS_LIMIT", "BUSINESS_SUSPENDED", "BUSINESS_USER_CAP", "COALESCED",
+    "COUNTRY_RESTRICTED", "DUPLICATE", "EXPIRED", "INVALID_RECIPIENT", "LINK_BLOCKED",
+    "NOT_RELEVANT", "NO_ACCOUNT", "NO_CONSENT", "OPTED_OUT", "PAIR_RATE", "REPORTED",
+    "SUPERSEDED", "USER_CAP",
+]  # fmt: skip
+
+
+def test_demo_runs_end_to_end_and_reports_every_simulated_reason() -> None:
+    """`herald demo` completes every outcome, shows each reason, and stops what it started."""
+    result = run(["demo", "--subscribers", "2000", "--scale", "0.5", "--timeout", "200"],
+                 timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "demo complete" in result.stdout
-    assert "delivered MARKETING" in result.stdout
-    assert "suppressed NO_CONSENT" in result.stdout
+    for category in ("MARKETING", "UTILITY", "AUTHENTICATION"):
+        assert f"delivered {category}" in result.stdout
+    for reason in SIMULATED_REASONS:
+        assert f"suppressed {reason} " in result.stdout, reason
     assert "dead letters (decode)" in result.stdout
+    assert "dead letters (validate)" in result.stdout
     port = int(result.stdout.split("broker on 127.0.0.1:")[1].split(";")[0])
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass  # the demo's broker is gone

@@ -13,6 +13,7 @@ from pipeline import topics
 from pipeline.clients import read_topic
 from pipeline.codec import default_registry
 from pipeline.domain.keys import normalise, subscriber_key
+from pipeline.explain import explain
 from pipeline.jsonio import json_to_record
 from pipeline.settings import Settings
 
@@ -186,6 +187,13 @@ def test_every_recipient_gets_exactly_one_outcome_with_the_right_reason(
     assert len(promo_deliveries) == 2
     assert promo_deliveries[0]["message_id"] == promo_deliveries[1]["message_id"]
     assert promo_deliveries[0]["wa_id"] == ALICE.lstrip("+")
+
+    # "Why didn't Bruno get promo-1?" answered from the output topics, for his number only.
+    (why,) = explain(settings, "promo-1", BRUNO)
+    assert (why["outcome"], why["reason"], why["rule"]) == ("SUPPRESSED", "OPTED_OUT", "consent")
+    assert why["policy_version"].startswith("p-") and why["detail"]
+    assert why["times_recorded"] == 2  # promo-1 was published twice: one decision, recorded twice
+    assert explain(settings, "promo-1", "+6281299999999") == []  # a number never messaged
 
     # The garbage is a dead letter with where it came from and why, and nothing personal.
     dead = collect(settings, topics.DEAD_LETTERS, 1)
