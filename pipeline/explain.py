@@ -58,9 +58,9 @@ def explain(settings: Settings, event_id: str, phone: str) -> list[dict[str, Any
     # At-least-once delivery and replayed events repeat the same decision: show it once.
     unique: dict[tuple[Any, ...], dict[str, Any]] = {}
     for d in found:
-        key = (d["outcome"], d["reason"], d["rule"], d["detail"], d["decided_at"], d["message_id"])
-        if key in unique:
-            unique[key]["times_recorded"] += 1
+        same = (d["outcome"], d["reason"], d["rule"], d["detail"], d["decided_at"], d["message_id"])
+        if same in unique:
+            unique[same]["times_recorded"] += 1
         else:
-            unique[key] = {**d, "times_recorded": 1}
+            unique[same] = {**d, "times_recorded": 1}
     return sorted(unique.values(), key=lambda d: d["decided_at"] or "")

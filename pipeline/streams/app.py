@@ -30,6 +30,7 @@ from pipeline.domain import BusinessWindow, KeyMaker
 from pipeline.domain.models import Policy, SubscriberState
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
+from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
 from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
 from pipeline.streams.state_codec import decode_state, encode_state
@@ -194,6 +195,7 @@ def build_app(
     subscribers = app.Table("subscribers", **table_args)
     businesses = app.Table("businesses", **table_args)  # co-partitioned with business-events
 
+    install_end_offset_guard(settings.broker, settings.security.aiokafka_config())
     reference = ReferenceData(policy, codec)
     ingest_stage = Ingest(
         codec, KeyMaker(settings.subscriber_secret.reveal()), policy, settings.partitions,
@@ -218,6 +220,7 @@ def build_app(
                 out.extend(ingest_stage.process(in_records(group), windows))
                 with on_partition_of(group[-1]):
                     windows.write_back()
+            await app.producer.flush()  # state first: a replay then finds what was decided
             await send_all(app, out)
 
     @app.agent(decide_in, name="decide")
@@ -231,6 +234,7 @@ def build_app(
                 out.extend(decide_stage.process(in_records(group), states))
                 with on_partition_of(group[-1]):
                     states.write_back()
+            await app.producer.flush()  # state first: a replay then finds what was decided
             await send_all(app, out)
 
     return app

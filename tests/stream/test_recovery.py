@@ -1,0 +1,59 @@
+"""Subscriber state survives a killed worker: nothing of it is lost in recovery."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pipeline import topics
+from pipeline.settings import Settings
+from tests.stream.test_pipeline import collect, send
+
+pytestmark = pytest.mark.broker
+
+BIZ = "megamart"  # tier 3 in the default policy: 10,000 users a day
+SUBSCRIBERS = 2_000
+
+
+def test_opt_outs_survive_sigkill_and_restart(settings: Settings, worker_factory: Any) -> None:
+    """After SIGKILL and restart, every opt-out is still known (the changelog tail too)."""
+    now = int(time.time() * 1000)
+    phones = [f"+62813{n:08d}" for n in range(SUBSCRIBERS)]
+    links = [{"phone": p, "status": "ACTIVE", "locale": "id", "country": "ID",
+              "timezone": "Asia/Jakarta", "interests": ["home"], "linked_accounts": {},
+              "updated_at": now - 60_000} for p in phones]  # fmt: skip
+
+    def signal_(phone: str, kind: str, at: int) -> dict[str, Any]:
+        return {"phone": phone, "business_id": BIZ, "kind": kind, "scope": "ALL", "text": None,
+                "source": "app", "consent_version": "v1", "occurred_at": at}  # fmt: skip
+
+    signals = [signal_(p, "OPT_IN", now - 50_000) for p in phones]
+    signals += [signal_(p, "OPT_OUT", now - 40_000) for p in phones]
+
+    first = worker_factory()
+    send(settings, topics.ACCOUNT_LINKS, links)
+    send(settings, topics.USER_SIGNALS, signals)
+    first.wait_consumed({topics.ACCOUNT_LINKS: len(links), topics.USER_SIGNALS: len(signals)})
+    time.sleep(6)  # past faust's commit interval: the inputs will not be read again
+    assert first.process is not None
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+
+    second = worker_factory()
+    promos = [
+        {"event_id": f"promo-{i}", "business_id": BIZ, "kind": "PROMOTION", "occurred_at": now,
+         "expires_at": now + 86_400_000, "recipients": phones[i : i + 1_000], "entity_id": None,
+         "entity_version": None, "tags": ["home"], "offer": None,
+         "payload": {"Promotion": {"campaign_id": "c"}},
+         "template": {"name": "sale", "language": "id", "params": [str(i)]}}
+        for i in range(0, SUBSCRIBERS, 1_000)
+    ]  # fmt: skip
+    send(settings, topics.BUSINESS_EVENTS, promos)
+    suppressions = collect(settings, topics.SUPPRESSIONS, SUBSCRIBERS, timeout=120)
+    assert collect(settings, topics.DELIVERIES, 0, timeout=1) == []
+    reasons = Counter(s["reason"] for s in suppressions)
+    assert reasons == Counter({"OPTED_OUT": SUBSCRIBERS}), (reasons, second.log()[-2000:])
