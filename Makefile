@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit stream e2e bench lock clean
+.PHONY: demo test lint unit soak bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The crash and restart checks at length (CI runs the short version in `make test`).
+soak: $(STAMP)
+	HERALD_SOAK=1 $(PY) -m pytest -q -s tests/stream/test_crash.py tests/stream/test_recovery.py
 
 bench: $(STAMP)
 	$(PY) -m bench.throughput

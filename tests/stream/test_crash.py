@@ -1,0 +1,144 @@
+"""Nothing lost, nothing doubled: workers killed and stopped under a sustained load.
+
+CI runs a short version; `make soak` sets HERALD_SOAK=1 for a long one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from pipeline import topics
+from pipeline.codec import default_registry
+from pipeline.domain import KeyMaker
+from pipeline.jsonio import json_to_record
+from pipeline.settings import Settings
+from pipeline.simulate import publish
+from pipeline.verify import check_outcomes, read_outcomes
+
+pytestmark = pytest.mark.broker
+
+SOAK = os.environ.get("HERALD_SOAK") == "1"
+BIZ = "parcelgo"  # tier 4 in the default policy: no business limit in the way
+SUBSCRIBERS = 5_000
+EVENTS = 200 if SOAK else 50  # 1,000 recipients each
+KILLS = 10 if SOAK else 5
+
+
+def _setup(now: int) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+    phones = [f"+62814{n:08d}" for n in range(SUBSCRIBERS)]
+    records: list[tuple[str, dict[str, Any]]] = []
+    for p in phones:
+        records.append((topics.ACCOUNT_LINKS, {
+            "phone": p, "status": "ACTIVE", "locale": "id", "country": "ID",
+            "timezone": "Asia/Jakarta", "interests": ["home"], "linked_accounts": {},
+            "updated_at": now - 60_000}))  # fmt: skip
+        records.append((topics.USER_SIGNALS, {
+            "phone": p, "business_id": BIZ, "kind": "OPT_IN", "scope": "UTILITY", "text": None,
+            "source": "app", "consent_version": "v1", "occurred_at": now - 50_000}))  # fmt: skip
+    return phones, records
+
+
+def _events(phones: list[str], now: int) -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    return [
+        {"event_id": f"svc-{i}", "business_id": BIZ, "kind": "SERVICE_UPDATE",
+         "occurred_at": now, "expires_at": now + 86_400_000,
+         "recipients": rng.sample(phones, 1_000), "entity_id": None, "entity_version": None,
+         "tags": [], "offer": None, "payload": {"ServiceUpdate": {"service": "depot",
+                                                                  "status": f"s{i}"}},
+         "template": {"name": "depot", "language": "id", "params": [f"notice {i}"]}}
+        for i in range(EVENTS)
+    ]  # fmt: skip
+
+
+def _encoded(records: list[tuple[str, dict[str, Any]]], secret: bytes) -> Any:
+    codec = default_registry()
+    for topic, obj in records:
+        key, record = json_to_record(topic, obj, secret)
+        yield topic, key, codec.encode(topics.RECORD_OF_TOPIC[topic], record)
+
+
+def _expected_pairs(events: list[dict[str, Any]], secret: bytes) -> set[tuple[str, str]]:
+    keys = KeyMaker(secret)
+    return {(e["event_id"], keys.subscriber(p)) for e in events for p in e["recipients"]}
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_never_decides_twice(
+    settings: Settings, worker_factory: Any
+) -> None:
+    """Kill -9 the worker repeatedly mid-run: every pair gets one outcome, never two."""
+    now = int(time.time() * 1000)
+    secret = settings.subscriber_secret.reveal()
+    phones, setup = _setup(now)
+    events = _events(phones, now)
+    worker = worker_factory()
+    publish(settings, _encoded(setup, secret))
+    worker.wait_consumed({topics.ACCOUNT_LINKS: SUBSCRIBERS, topics.USER_SIGNALS: SUBSCRIBERS})
+
+    rate = EVENTS / (40 if not SOAK else 150)  # events per second: the run outlasts the kills
+    publisher = threading.Thread(
+        target=publish,
+        args=(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret), rate),
+    )
+    publisher.start()
+    rng = random.Random(5)
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(2.0, 6.0))
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+        worker = worker_factory()
+    publisher.join()
+
+    expected = _expected_pairs(events, secret)
+    deadline = time.monotonic() + (600 if SOAK else 240)
+    while time.monotonic() < deadline:
+        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
+        if not report.missing:
+            break
+        time.sleep(2)
+    print(report.summary())
+    assert report.ok, (report.summary(), list(report.conflicting.items())[:5])
+    outcomes = read_outcomes(settings, idle_timeout=1.0)
+    # Every notice differs, so a DUPLICATE could only be a replay counted twice.
+    assert not any("DUPLICATE" in o for o in outcomes.values())
+
+
+def test_sigterm_mid_run_then_restart_emits_no_record_twice(
+    settings: Settings, worker_factory: Any
+) -> None:
+    """A graceful stop commits what it emitted: the restarted worker repeats nothing."""
+    now = int(time.time() * 1000)
+    secret = settings.subscriber_secret.reveal()
+    phones, setup = _setup(now)
+    events = _events(phones, now)[:20]
+    worker = worker_factory()
+    publish(settings, _encoded(setup, secret))
+    worker.wait_consumed({topics.ACCOUNT_LINKS: SUBSCRIBERS, topics.USER_SIGNALS: SUBSCRIBERS})
+    publisher = threading.Thread(
+        target=publish,
+        args=(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret), 2.0),
+    )
+    publisher.start()
+    time.sleep(4)
+    worker.stop()  # SIGTERM, and wait for it to exit
+    assert worker.process is not None and worker.process.returncode == 0, worker.log()[-2000:]
+    worker = worker_factory()
+    publisher.join()
+    expected = _expected_pairs(events, secret)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
+        if not report.missing:
+            break
+        time.sleep(2)
+    print(report.summary())
+    assert report.ok, report.summary()
+    assert report.repeated_records == 0, report.summary()
