@@ -142,3 +142,46 @@ def test_sigterm_mid_run_then_restart_emits_no_record_twice(
     print(report.summary())
     assert report.ok, report.summary()
     assert report.repeated_records == 0, report.summary()
+
+
+def test_scale_out_and_in_under_traffic_moves_state_without_loss(
+    settings: Settings, worker_factory: Any
+) -> None:
+    """Three workers, one stopped, one started, a fourth added: one outcome per pair."""
+    now = int(time.time() * 1000)
+    secret = settings.subscriber_secret.reveal()
+    phones, setup = _setup(now)
+    events = _events(phones, now)[:30]
+    workers = [worker_factory() for _ in range(3)]
+    publish(settings, _encoded(setup, secret))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the three share the inputs between them
+        consumed = sum(w.progress().consumed[topics.USER_SIGNALS] for w in workers)
+        if consumed >= SUBSCRIBERS:
+            break
+        time.sleep(0.5)
+    publisher = threading.Thread(
+        target=publish,
+        args=(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret), 1.0),
+    )
+    publisher.start()
+    time.sleep(6)
+    workers[0].stop()  # partitions move to the others; their state follows
+    time.sleep(6)
+    workers.append(worker_factory())  # a replacement
+    time.sleep(6)
+    workers.append(worker_factory())  # and a fourth
+    publisher.join()
+    expected = _expected_pairs(events, secret)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
+        if not report.missing:
+            break
+        time.sleep(2)
+    print(report.summary())
+    assert report.ok, (report.summary(), list(report.conflicting.items())[:5])
+    outcomes = read_outcomes(settings, idle_timeout=1.0)
+    assert not any("DUPLICATE" in o for o in outcomes.values())
+    seen = {o for found in outcomes.values() for o in found}
+    assert "DELIVERED" in seen and not seen & {"NO_ACCOUNT", "NO_CONSENT"}  # state moved too
