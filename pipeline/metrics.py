@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 1 ms to 10 s and beyond: decisions are fast, but a held-back backlog is not.
 LATENCY_BUCKETS = (
@@ -24,6 +24,8 @@ class Metrics:
     dead_letters: Counter
     decision_latency: Histogram
     blocked_links: Counter
+    ready: Gauge
+    broker_reachable: Gauge
     registry: CollectorRegistry
 
 
@@ -68,10 +70,15 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ["business"],
             registry=registry,
         ),
+        ready=Gauge(
+            "herald_ready",
+            "1 when the worker is ready (partitions recovered, reference data, broker up).",
+            registry=registry,
+        ),
+        broker_reachable=Gauge(
+            "herald_broker_reachable",
+            "1 when the broker answered the worker's last probe.",
+            registry=registry,
+        ),
         registry=registry,
     )
-
-
-def serve_metrics(metrics: Metrics, port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics over HTTP on host:port in a background thread."""
-    start_http_server(port, addr=host, registry=metrics.registry)

@@ -104,7 +104,8 @@ class Settings:
     subscriber_secret: Secret = field(default_factory=lambda: Secret(DEVELOPMENT_SECRET))
     partitions: int = 6
     replication_factor: int = 1
-    metrics_port: int = 0  # 0: no /metrics endpoint
+    metrics_port: int = 0  # 0: no /metrics, /healthz, /readyz endpoint
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     session_timeout_s: float = 10.0  # short: the embedded broker's group join waits on it
     batch_size: int = 1_000
     batch_within_s: float = 0.05
@@ -148,6 +149,7 @@ class Settings:
             "HERALD_PARTITIONS": ("partitions", int),
             "HERALD_REPLICATION_FACTOR": ("replication_factor", int),
             "HERALD_METRICS_PORT": ("metrics_port", int),
+            "HERALD_METRICS_HOST": ("metrics_host", str),
             "HERALD_SESSION_TIMEOUT": ("session_timeout_s", float),
             "HERALD_BATCH_SIZE": ("batch_size", int),
             "HERALD_BATCH_WITHIN": ("batch_within_s", float),

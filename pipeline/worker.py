@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from pipeline import topics
-from pipeline.metrics import build_metrics, serve_metrics
+from pipeline.health import Health, serve_http
+from pipeline.metrics import build_metrics
 from pipeline.policy import load_policy
 from pipeline.settings import Settings
 
@@ -26,10 +27,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     )
     policy = load_policy(settings.policy_file)
     metrics = build_metrics()
+    health = Health()
     if settings.metrics_port:
-        serve_metrics(metrics, settings.metrics_port)
+        serve_http(metrics, health, settings.metrics_port, settings.metrics_host)
     clock = offset_clock(settings.clock_offset_file) if settings.clock_offset_file else wall_clock
-    app = build_app(settings, policy, metrics=metrics, clock=clock)
+    app = build_app(settings, policy, metrics=metrics, clock=clock, health=health)
     log.info(
         "herald worker: broker=%s app_id=%s partitions=%d policy=%s secret=%s",
         settings.broker, settings.app_id, settings.partitions, policy.version,

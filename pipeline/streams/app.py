@@ -28,6 +28,7 @@ from pipeline import topics
 from pipeline.codec import SchemaRegistry, default_registry
 from pipeline.domain import BusinessWindow, KeyMaker
 from pipeline.domain.models import Policy, SubscriberState
+from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams.recovery_guard import install_end_offset_guard
@@ -165,9 +166,11 @@ def build_app(
     metrics: Metrics | None = None,
     codec: SchemaRegistry | None = None,
     clock: Clock = wall_clock,
+    health: Health | None = None,
 ) -> faust.App:
     """Build Herald's faust app: ingest and decide agents over the subscriber table."""
     metrics = metrics or build_metrics()
+    health = health or Health()
     codec = codec or default_registry()
     candidates = topics.candidates_topic(settings.app_id)
     app = faust.App(
@@ -209,6 +212,26 @@ def build_app(
 
     app.task(follow_reference_data)
 
+    async def watch_health() -> None:
+        probe = BrokerProbe(settings.broker, settings.security.aiokafka_config())
+        while True:
+            health.beat()
+            health.recovered = (
+                app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+                and not app.rebalancing
+                and not app.in_recovery
+            )
+            health.reference_loaded = reference.caught_up.is_set()
+            if await probe.answers():
+                health.broker_answered()
+                metrics.broker_reachable.set(1)
+            else:
+                metrics.broker_reachable.set(0)
+            metrics.ready.set(1 if health.ready()[0] else 0)
+            await asyncio.sleep(1.0)
+
+    app.task(watch_health)
+
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         await reference.caught_up.wait()  # no decision before suspensions are known
@@ -238,6 +261,30 @@ def build_app(
             await send_all(app, out)
 
     return app
+
+
+class BrokerProbe:
+    """Asks the broker for metadata with a short timeout: does it answer right now?"""
+
+    def __init__(self, bootstrap: str, client_config: dict[str, Any]) -> None:
+        self.bootstrap, self.client_config = bootstrap, client_config
+        self.client: Any = None
+
+    async def answers(self, timeout: float = 2.0) -> bool:
+        from aiokafka.client import AIOKafkaClient
+
+        try:
+            if self.client is None:
+                self.client = AIOKafkaClient(bootstrap_servers=self.bootstrap, **self.client_config)
+                await asyncio.wait_for(self.client.bootstrap(), timeout)
+            await asyncio.wait_for(self.client.fetch_all_metadata(), timeout)
+            return True
+        except Exception:  # any failure to answer in time means "not now"
+            client, self.client = self.client, None
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            return False
 
 
 def offset_clock(path: Path) -> Clock:
