@@ -12,6 +12,15 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# At DEBUG these loggers print whole records and request payloads: the numbers in business
+# events, deliveries and subscriber state. They stay at INFO whatever --loglevel says.
+PAYLOAD_LOGGERS = (
+    "aiokafka.conn",
+    "aiokafka.producer",
+    "faust.topics",
+    "faust.transport.drivers.aiokafka",
+)
+
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
     """Run until SIGTERM/SIGINT; faust stops the agents and commits what was done."""
@@ -37,6 +46,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         settings.broker, settings.app_id, settings.partitions, policy.version,
         "development" if settings.uses_development_secret else "configured",
     )  # fmt: skip
+    for name in PAYLOAD_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0
