@@ -72,11 +72,21 @@ class TableCache(dict[str, V]):
         self.dirty.add(key)
         super().__setitem__(key, value)
 
-    def write_back(self) -> None:
-        """Store every changed value (one changelog record per key per batch)."""
+    def write_back(self, partition: int) -> list[OutRecord]:
+        """Store every changed value; return its changelog records for the caller to send.
+
+        The caller sends them and waits for the broker before sending the outputs they
+        explain (state first), in one bulk send: faust's own changelog path queues and
+        flushes one record at a time, which cost a fifth of the worker's time.
+        """
+        topic = self._table.changelog_topic.get_topic_name()
+        changes = []
         for key in self.dirty:
-            self._table[key.encode()] = self._encode(self[key])
+            raw_key, raw = key.encode(), self._encode(self[key])
+            self._table.data[raw_key] = raw  # the local store, as changelog recovery fills it
+            changes.append(OutRecord(topic, raw_key, raw, partition))
         self.dirty.clear()
+        return changes
 
 
 def subscriber_states(table: Any) -> TableCache[SubscriberState]:
@@ -238,12 +248,13 @@ def build_app(
         async for events in as_stream(stream).take_events(size, within=within):
             ingest_stage.policy = reference.policy
             out: list[OutRecord] = []
+            changes: list[OutRecord] = []
             for group in by_partition(events):
                 windows = business_windows(businesses)
                 out.extend(ingest_stage.process(in_records(group), windows))
                 with on_partition_of(group[-1]):
-                    windows.write_back()
-            await app.producer.flush()  # state first: a replay then finds what was decided
+                    changes.extend(windows.write_back(group[-1].message.partition))
+            await send_all(app, changes)  # state first: a replay then finds what was decided
             await send_all(app, out)
 
     @app.agent(decide_in, name="decide")
@@ -252,12 +263,13 @@ def build_app(
         async for events in as_stream(stream).take_events(size, within=within):
             decide_stage.policy = reference.policy
             out: list[OutRecord] = []
+            changes: list[OutRecord] = []
             for group in by_partition(events):
                 states = subscriber_states(subscribers)
                 out.extend(decide_stage.process(in_records(group), states))
                 with on_partition_of(group[-1]):
-                    states.write_back()
-            await app.producer.flush()  # state first: a replay then finds what was decided
+                    changes.extend(states.write_back(group[-1].message.partition))
+            await send_all(app, changes)  # state first: a replay then finds what was decided
             await send_all(app, out)
 
     return app
