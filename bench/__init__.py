@@ -1,0 +1,1 @@
+"""Benchmarks for Herald: `make bench` runs `python -m bench.throughput`."""
