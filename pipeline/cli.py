@@ -158,6 +158,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-publish chosen dead letters to their source topic, each exactly once."""
+    from pipeline.replay import Selection, replay
+
+    selection = Selection(ids=tuple(args.id or ()), stages=tuple(args.stage or ()),
+                          everything=args.all)  # fmt: skip
+    summary = replay(_settings(args), selection, dry_run=args.dry_run)
+    print(summary.line(dry_run=args.dry_run), flush=True)
+    return 1 if summary.not_found else 0
+
+
 def cmd_policy_show(args: argparse.Namespace) -> int:
     """Print the effective policy (defaults filled in) and its version."""
     from pipeline.policy import effective_document
@@ -228,6 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("explain", cmd_explain, "Why did (or didn't) a number get an event's message?")
     p.add_argument("--event", required=True, help="the event_id")
     p.add_argument("--phone", required=True, help="the recipient's number, as the business sent it")
+    p.add_argument("--broker")
+
+    p = command("replay", cmd_replay, "Re-publish dead letters to their source topic, once.")
+    chosen = p.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--id", action="append", help="a dead_letter_id (repeatable)")
+    chosen.add_argument("--stage", action="append", help="every dead letter of a stage (decode...)")
+    chosen.add_argument("--all", action="store_true", help="every dead letter")
+    p.add_argument("--dry-run", action="store_true", help="print what would be replayed, only")
     p.add_argument("--broker")
 
     p = command("policy", cmd_policy_show, "Show the effective policy and its version.")

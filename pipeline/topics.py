@@ -42,11 +42,16 @@ def candidates_topic(app_id: str) -> str:
     return f"{app_id}-candidates"
 
 
+def replays_topic(app_id: str) -> str:
+    """Name the internal, compacted record of replayed dead letters (key dead_letter_id)."""
+    return f"{app_id}-replays"
+
+
 def herald_topics(app_id: str, partitions: int) -> list[tuple[str, int, dict[str, str]]]:
     """List (name, partitions, config) for every topic Herald reads or writes."""
     specs: list[tuple[str, int, dict[str, str]]] = []
-    for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, candidates_topic(app_id)):
-        compacted = name in (ACCOUNT_LINKS, *REFERENCE_TOPICS)
+    for name in (*INPUT_TOPICS, *OUTPUT_TOPICS, candidates_topic(app_id), replays_topic(app_id)):
+        compacted = name in (ACCOUNT_LINKS, *REFERENCE_TOPICS, replays_topic(app_id))
         specs.append((name, partitions, COMPACTED if compacted else {}))
     return specs
 

@@ -30,6 +30,7 @@ from pipeline.domain import (
     validate_event,
 )
 from pipeline.domain.models import (
+    BusinessEvent,
     Candidate,
     Deliver,
     Policy,
@@ -69,6 +70,13 @@ def partition_for(key: str, partitions: int) -> int:
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+# The biggest record the worker's producer sends is faust's producer_max_request_size
+# (1,000,000 bytes); a bigger one makes the send fail and the agent stop on the same
+# input after every restart. Dead letters keep original bytes up to this size, and
+# business events must fit in it (their candidate batches carry the whole event).
+MAX_RECORD_BYTES = 900_000
+
+
 @dataclass
 class DeadLetters:
     """Builds dead-letter records; the error text never carries the record's content."""
@@ -85,6 +93,11 @@ class DeadLetters:
             "dead letter: stage=%s error=%s topic=%s partition=%d offset=%d",
             stage, error_type, src.topic, src.partition, src.offset,
         )  # fmt: skip
+        key, original = src.key, src.value or b""
+        if len(original) + len(key or b"") > MAX_RECORD_BYTES:
+            # Too big to send on: keep where it is (its source offset), not what it is.
+            detail += f" (the {len(original)}-byte original is not kept: over the record limit)"
+            key, original = (key if len(key or b"") <= 1024 else None), b""
         value = self.codec.encode(
             "herald.v1.DeadLetter",
             {
@@ -92,8 +105,8 @@ class DeadLetters:
                 "source_topic": src.topic,
                 "source_partition": src.partition,
                 "source_offset": src.offset,
-                "key": src.key,
-                "value": src.value or b"",
+                "key": key,
+                "value": original,
                 "stage": stage,
                 "error_type": error_type,
                 "error_message": detail,
@@ -101,7 +114,7 @@ class DeadLetters:
                 "replay_count": 0,
             },
         )
-        return OutRecord(topics.DEAD_LETTERS, src.key, value)
+        return OutRecord(topics.DEAD_LETTERS, key, value)
 
 
 @dataclass
@@ -134,6 +147,13 @@ class Ingest:
         out: list[OutRecord] = []
         for src in batch:
             self.metrics.events_consumed.labels(topic=src.topic).inc()
+            if len(src.value or b"") > MAX_RECORD_BYTES:
+                too_big = InvalidEvent(
+                    f"event is {len(src.value or b'')} bytes, more than the limit of "
+                    f"{MAX_RECORD_BYTES}"
+                )
+                out.append(self.dead.record(src, "validate", too_big, str(too_big)))
+                continue
             try:
                 wire = self.codec.decode("herald.v1.BusinessEvent", src.value or b"")
                 event = records.event_from_wire(wire)
@@ -146,37 +166,52 @@ class Ingest:
             except InvalidEvent as exc:
                 out.append(self.dead.record(src, "validate", exc, str(exc)))
                 continue
-            expansion = expand(event, self.keys, self.policy, now)
-            business = self.policy.businesses.get(event.business_id)
-            _admitted, limited, windows[event.business_id] = admit(
-                windows[event.business_id], business,
-                [r.subscriber for r in expansion.recipients], self.policy, now,
-            )  # fmt: skip
-            by_partition: dict[int, list[Recipient]] = defaultdict(list)
-            for r in expansion.recipients:
-                by_partition[partition_for(r.subscriber, self.partitions)].append(r)
-            source = (src.topic, src.partition, src.offset)
-            for partition, recipients in sorted(by_partition.items()):
-                wire_batch = records.candidate_batch_to_wire(
-                    event, expansion.category, recipients, source, limited
+            try:
+                out.extend(self._fan_out(src, event, windows, now))
+            except (CodecError, KeyError, ValueError, TypeError) as exc:
+                # Bytes fastavro reads but the schema cannot hold (an Avro int of more than
+                # 32 bits decodes as a Python int, then fails to re-encode): a dead letter,
+                # never an exception that stops the agent on this record again and again.
+                out.append(self.dead.record(src, "decode", exc, _safe_message(exc)))
+        return out
+
+    def _fan_out(
+        self, src: InRecord, event: BusinessEvent, windows: WindowStore, now: int
+    ) -> list[OutRecord]:
+        """Encode a valid event's candidate batches and invalid-recipient outcomes."""
+        out: list[OutRecord] = []
+        expansion = expand(event, self.keys, self.policy, now)
+        business = self.policy.businesses.get(event.business_id)
+        _admitted, limited, window = admit(
+            windows[event.business_id], business,
+            [r.subscriber for r in expansion.recipients], self.policy, now,
+        )  # fmt: skip
+        by_partition: dict[int, list[Recipient]] = defaultdict(list)
+        for r in expansion.recipients:
+            by_partition[partition_for(r.subscriber, self.partitions)].append(r)
+        source = (src.topic, src.partition, src.offset)
+        for partition, recipients in sorted(by_partition.items()):
+            wire_batch = records.candidate_batch_to_wire(
+                event, expansion.category, recipients, source, limited
+            )
+            value = self.codec.encode("herald.v1.CandidateBatch", wire_batch)
+            out.append(OutRecord(self.candidates_topic, src.key, value, partition))
+        for bad in expansion.invalid:
+            s = suppress_invalid(event, bad, self.policy, now)
+            wire_s = records.suppression_to_wire(
+                event, expansion.category, bad.subscriber, bad.index, s
+            )
+            self.metrics.suppressions.labels(
+                reason=s.reason.value, category=expansion.category.value
+            ).inc()
+            out.append(
+                OutRecord(
+                    topics.SUPPRESSIONS,
+                    bad.subscriber.encode(),
+                    self.codec.encode("herald.v1.Suppression", wire_s),
                 )
-                value = self.codec.encode("herald.v1.CandidateBatch", wire_batch)
-                out.append(OutRecord(self.candidates_topic, src.key, value, partition))
-            for bad in expansion.invalid:
-                s = suppress_invalid(event, bad, self.policy, now)
-                wire_s = records.suppression_to_wire(
-                    event, expansion.category, bad.subscriber, bad.index, s
-                )
-                self.metrics.suppressions.labels(
-                    reason=s.reason.value, category=expansion.category.value
-                ).inc()
-                out.append(
-                    OutRecord(
-                        topics.SUPPRESSIONS,
-                        bad.subscriber.encode(),
-                        self.codec.encode("herald.v1.Suppression", wire_s),
-                    )
-                )
+            )
+        windows[event.business_id] = window  # only once every record is encoded
         return out
 
 
