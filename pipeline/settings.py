@@ -110,6 +110,7 @@ class Settings:
     batch_size: int = 1_000
     batch_within_s: float = 0.05
     data_dir: Path = Path(".herald-data")
+    store: str = "memory"  # or "rocksdb": state on local disk, so a restart replays little
     policy_file: Path | None = None  # None: policy/default.toml
     # Testing only: a file holding milliseconds to add to the wall clock, so a test can
     # move a running worker through a scripted day. Refused in production.
@@ -119,6 +120,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ConfigError("HERALD_PARTITIONS must be at least 1")
+        if self.store not in ("memory", "rocksdb"):
+            raise ConfigError("HERALD_STORE must be 'memory' or 'rocksdb'")
         if self.environment not in ("development", "production"):
             raise ConfigError("HERALD_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.clock_offset_file is not None:
@@ -128,6 +131,11 @@ class Settings:
                 "refusing to start in production with the development subscriber secret: "
                 "set HERALD_SECRET or HERALD_SECRET_FILE"
             )
+
+    @property
+    def store_url(self) -> str:
+        """Return faust's table store URL for the configured store."""
+        return "rocksdb://" if self.store == "rocksdb" else "memory://"
 
     @property
     def uses_development_secret(self) -> bool:
@@ -154,6 +162,7 @@ class Settings:
             "HERALD_BATCH_SIZE": ("batch_size", int),
             "HERALD_BATCH_WITHIN": ("batch_within_s", float),
             "HERALD_DATA_DIR": ("data_dir", Path),
+            "HERALD_STORE": ("store", str),
             "HERALD_POLICY_FILE": ("policy_file", Path),
             "HERALD_CLOCK_OFFSET_FILE": ("clock_offset_file", Path),
         }

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import faust
 from faust.streams import _current_event  # the context var tables read the partition from
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from pipeline import topics
 from pipeline.codec import SchemaRegistry, default_registry
@@ -140,12 +140,26 @@ def by_partition(
     return list(groups.values())
 
 
-async def send_all(app: faust.App, out: Sequence[OutRecord]) -> None:
-    """Send records and wait until the broker has acknowledged every one."""
+async def send_all(app: faust.App, out: Sequence[OutRecord]) -> list[Any]:
+    """Send records, wait until the broker has acknowledged every one; return their metadata."""
     producer = app.producer
     pending = [await producer.send(r.topic, r.key, r.value, r.partition, None, None) for r in out]
-    if pending:
-        await asyncio.gather(*pending)
+    return list(await asyncio.gather(*pending)) if pending else []
+
+
+async def send_changes(app: faust.App, tables: Sequence[Any], changes: list[OutRecord]) -> None:
+    """Send changelog records, then tell each table's store how far its changelog is written.
+
+    A persistent store (RocksDB) recovers from that offset after a restart instead of
+    replaying the whole changelog; the in-memory store ignores it.
+    """
+    written: dict[tuple[str, int], int] = {}
+    for meta in await send_all(app, changes):
+        tp = (meta.topic, meta.partition)
+        written[tp] = max(written.get(tp, -1), meta.offset)
+    by_topic = {t.changelog_topic.get_topic_name(): t for t in tables}
+    for (topic, partition), offset in written.items():
+        by_topic[topic].data.set_persisted_offset(TP(topic, partition), offset)
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -187,7 +201,7 @@ def build_app(
         settings.app_id,
         broker=f"kafka://{settings.broker}",
         broker_credentials=faust_credentials(settings.security),
-        store="memory://",
+        store=settings.store_url,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -254,7 +268,8 @@ def build_app(
                 out.extend(ingest_stage.process(in_records(group), windows))
                 with on_partition_of(group[-1]):
                     changes.extend(windows.write_back(group[-1].message.partition))
-            await send_all(app, changes)  # state first: a replay then finds what was decided
+            # State first: a replay then finds what was decided.
+            await send_changes(app, [businesses], changes)
             await send_all(app, out)
 
     @app.agent(decide_in, name="decide")
@@ -269,7 +284,7 @@ def build_app(
                 out.extend(decide_stage.process(in_records(group), states))
                 with on_partition_of(group[-1]):
                     changes.extend(states.write_back(group[-1].message.partition))
-            await send_all(app, changes)  # state first: a replay then finds what was decided
+            await send_changes(app, [subscribers], changes)
             await send_all(app, out)
 
     return app

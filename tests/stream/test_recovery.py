@@ -12,6 +12,7 @@ import pytest
 from pipeline import topics
 from pipeline.settings import Settings
 from tests.stream.test_pipeline import collect, send
+from tests.stream.test_stall import wait_for_status
 
 pytestmark = pytest.mark.broker
 
@@ -19,7 +20,10 @@ BIZ = "megamart"  # tier 3 in the default policy: 10,000 users a day
 SUBSCRIBERS = 2_000
 
 
-def test_opt_outs_survive_sigkill_and_restart(settings: Settings, worker_factory: Any) -> None:
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_opt_outs_survive_sigkill_and_restart(
+    settings: Settings, worker_factory: Any, store: str
+) -> None:
     """After SIGKILL and restart, every opt-out is still known (the changelog tail too)."""
     now = int(time.time() * 1000)
     phones = [f"+62813{n:08d}" for n in range(SUBSCRIBERS)]
@@ -34,7 +38,7 @@ def test_opt_outs_survive_sigkill_and_restart(settings: Settings, worker_factory
     signals = [signal_(p, "OPT_IN", now - 50_000) for p in phones]
     signals += [signal_(p, "OPT_OUT", now - 40_000) for p in phones]
 
-    first = worker_factory()
+    first = worker_factory(HERALD_STORE=store)
     send(settings, topics.ACCOUNT_LINKS, links)
     send(settings, topics.USER_SIGNALS, signals)
     first.wait_consumed({topics.ACCOUNT_LINKS: len(links), topics.USER_SIGNALS: len(signals)})
@@ -43,7 +47,11 @@ def test_opt_outs_survive_sigkill_and_restart(settings: Settings, worker_factory
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
 
-    second = worker_factory()
+    second = worker_factory(HERALD_STORE=store)
+    # Traffic after the restart is done: this test is about the state it recovered.
+    # (Events published while a fresh group is still joining, on partitions it has never
+    # committed, are the subject of an open investigation: see the issue 4 notes.)
+    wait_for_status(second.metrics_url.replace("/metrics", "/readyz"), 200, 90)
     promos = [
         {"event_id": f"promo-{i}", "business_id": BIZ, "kind": "PROMOTION", "occurred_at": now,
          "expires_at": now + 86_400_000, "recipients": phones[i : i + 1_000], "entity_id": None,
