@@ -67,3 +67,18 @@ def check_outcomes(expected: Iterable[Pair], outcomes: dict[Pair, list[str]]) ->
         records=records,
         repeated_records=records - len(outcomes),
     )
+
+
+def wait_for_outcomes(
+    settings: Settings, expected: Iterable[Pair], timeout: float, poll: float = 2.0
+) -> OutcomeReport:
+    """Re-read the output topics until every expected pair has an outcome, or `timeout`."""
+    import time
+
+    wanted = set(expected)
+    deadline = time.monotonic() + timeout
+    while True:
+        report = check_outcomes(wanted, read_outcomes(settings, idle_timeout=1.0))
+        if not report.missing or time.monotonic() > deadline:
+            return report
+        time.sleep(poll)

@@ -20,7 +20,7 @@ from pipeline.domain import KeyMaker
 from pipeline.jsonio import json_to_record
 from pipeline.settings import Settings
 from pipeline.simulate import publish
-from pipeline.verify import check_outcomes, read_outcomes
+from pipeline.verify import read_outcomes, wait_for_outcomes
 
 pytestmark = pytest.mark.broker
 
@@ -98,12 +98,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_decides_twice(
     publisher.join()
 
     expected = _expected_pairs(events, secret)
-    deadline = time.monotonic() + (600 if SOAK else 240)
-    while time.monotonic() < deadline:
-        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
-        if not report.missing:
-            break
-        time.sleep(2)
+    report = wait_for_outcomes(settings, expected, (600 if SOAK else 240))
     print(report.summary())
     assert report.ok, (report.summary(), list(report.conflicting.items())[:5])
     outcomes = read_outcomes(settings, idle_timeout=1.0)
@@ -133,12 +128,7 @@ def test_sigterm_mid_run_then_restart_emits_no_record_twice(
     worker = worker_factory()
     publisher.join()
     expected = _expected_pairs(events, secret)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
-        if not report.missing:
-            break
-        time.sleep(2)
+    report = wait_for_outcomes(settings, expected, 120)
     print(report.summary())
     assert report.ok, report.summary()
     assert report.repeated_records == 0, report.summary()
@@ -173,12 +163,7 @@ def test_scale_out_and_in_under_traffic_moves_state_without_loss(
     workers.append(worker_factory())  # and a fourth
     publisher.join()
     expected = _expected_pairs(events, secret)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
-        if not report.missing:
-            break
-        time.sleep(2)
+    report = wait_for_outcomes(settings, expected, 180)
     print(report.summary())
     assert report.ok, (report.summary(), list(report.conflicting.items())[:5])
     outcomes = read_outcomes(settings, idle_timeout=1.0)
@@ -223,12 +208,7 @@ def test_overload_builds_a_backlog_that_drains_with_bounded_memory(
         time.sleep(1)
     publisher.join()
     expected = _expected_pairs(events, secret)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
-        if not report.missing:
-            break
-        time.sleep(2)
+    report = wait_for_outcomes(settings, expected, 300)
     rss, peak = _rss_kib(worker.process.pid)
     print(
         f"backlog peak ~{backlog_peak:,} pairs of {published_pairs:,}; worker RSS "

@@ -14,7 +14,7 @@ from pipeline import topics
 from pipeline.broker import EmbeddedBroker
 from pipeline.settings import Settings
 from pipeline.simulate import publish
-from pipeline.verify import check_outcomes, read_outcomes
+from pipeline.verify import wait_for_outcomes
 from tests.stream.test_crash import _encoded, _events, _expected_pairs, _setup
 
 pytestmark = pytest.mark.broker
@@ -67,12 +67,7 @@ def test_a_20_second_broker_stall_is_reported_and_survived_without_restart(
     recovered = wait_for_status(ready_url, 200, 60)
     publisher.join()
     expected = _expected_pairs(events, secret)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        report = check_outcomes(expected, read_outcomes(settings, idle_timeout=1.0))
-        if not report.missing:
-            break
-        time.sleep(2)
+    report = wait_for_outcomes(settings, expected, 120)
     print(f"not ready after {noticed:.1f} s of stall; ready {recovered:.1f} s after it ended; "
           + report.summary())  # fmt: skip
     assert report.ok, report.summary()
