@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,14 +27,14 @@ BROKER_STALE_S = 6.0
 class Health:
     """What the worker knows about itself; written by the worker loop, read by HTTP."""
 
-    clock: object = field(default=time.monotonic)
+    clock: Callable[[], float] = field(default=time.monotonic)
     heartbeat_at: float = 0.0
     broker_ok_at: float = 0.0
     recovered: bool = False  # partitions assigned and tables recovered
     reference_loaded: bool = False
 
     def now(self) -> float:
-        return float(self.clock())  # type: ignore[operator]
+        return self.clock()
 
     def beat(self) -> None:
         self.heartbeat_at = self.now()

@@ -147,8 +147,8 @@ async def send_all(app: faust.App, out: Sequence[OutRecord]) -> list[Any]:
     return list(await asyncio.gather(*pending)) if pending else []
 
 
-async def send_changes(app: faust.App, tables: Sequence[Any], changes: list[OutRecord]) -> None:
-    """Send changelog records, then tell each table's store how far its changelog is written.
+async def send_changes(app: faust.App, table: Any, changes: list[OutRecord]) -> None:
+    """Send changelog records, then tell the table's store how far its changelog is written.
 
     A persistent store (RocksDB) recovers from that offset after a restart instead of
     replaying the whole changelog; the in-memory store ignores it.
@@ -157,9 +157,8 @@ async def send_changes(app: faust.App, tables: Sequence[Any], changes: list[OutR
     for meta in await send_all(app, changes):
         tp = (meta.topic, meta.partition)
         written[tp] = max(written.get(tp, -1), meta.offset)
-    by_topic = {t.changelog_topic.get_topic_name(): t for t in tables}
     for (topic, partition), offset in written.items():
-        by_topic[topic].data.set_persisted_offset(TP(topic, partition), offset)
+        table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -256,36 +255,34 @@ def build_app(
 
     app.task(watch_health)
 
-    @app.agent(events_in, name="ingest")
-    async def ingest(stream: faust.StreamT[bytes]) -> None:
+    async def run_stage(
+        stream: faust.StreamT[bytes],
+        stage: Ingest | Decide,
+        table: Any,
+        cache: Callable[[Any], TableCache[Any]],
+    ) -> None:
+        """Feed batches to a stage, one partition at a time; send state, then outputs."""
         await reference.caught_up.wait()  # no decision before suspensions are known
         async for events in as_stream(stream).take_events(size, within=within):
-            ingest_stage.policy = reference.policy
+            stage.policy = reference.policy
             out: list[OutRecord] = []
             changes: list[OutRecord] = []
             for group in by_partition(events):
-                windows = business_windows(businesses)
-                out.extend(ingest_stage.process(in_records(group), windows))
+                cached = cache(table)
+                out.extend(stage.process(in_records(group), cached))
                 with on_partition_of(group[-1]):
-                    changes.extend(windows.write_back(group[-1].message.partition))
+                    changes.extend(cached.write_back(group[-1].message.partition))
             # State first: a replay then finds what was decided.
-            await send_changes(app, [businesses], changes)
+            await send_changes(app, table, changes)
             await send_all(app, out)
+
+    @app.agent(events_in, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        await run_stage(stream, ingest_stage, businesses, business_windows)
 
     @app.agent(decide_in, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> None:
-        await reference.caught_up.wait()
-        async for events in as_stream(stream).take_events(size, within=within):
-            decide_stage.policy = reference.policy
-            out: list[OutRecord] = []
-            changes: list[OutRecord] = []
-            for group in by_partition(events):
-                states = subscriber_states(subscribers)
-                out.extend(decide_stage.process(in_records(group), states))
-                with on_partition_of(group[-1]):
-                    changes.extend(states.write_back(group[-1].message.partition))
-            await send_changes(app, [subscribers], changes)
-            await send_all(app, out)
+        await run_stage(stream, decide_stage, subscribers, subscriber_states)
 
     return app
 
