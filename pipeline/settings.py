@@ -116,12 +116,15 @@ class Settings:
     # move a running worker through a scripted day. Refused in production.
     clock_offset_file: Path | None = None
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    log_format: str = "text"  # or "json": one JSON object per line, for log collectors
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ConfigError("HERALD_PARTITIONS must be at least 1")
         if self.store not in ("memory", "rocksdb"):
             raise ConfigError("HERALD_STORE must be 'memory' or 'rocksdb'")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("HERALD_LOG_FORMAT must be 'text' or 'json'")
         if self.environment not in ("development", "production"):
             raise ConfigError("HERALD_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.clock_offset_file is not None:
@@ -165,6 +168,7 @@ class Settings:
             "HERALD_STORE": ("store", str),
             "HERALD_POLICY_FILE": ("policy_file", Path),
             "HERALD_CLOCK_OFFSET_FILE": ("clock_offset_file", Path),
+            "HERALD_LOG_FORMAT": ("log_format", str),
         }
         for var, (name, parse) in simple.items():
             if env.get(var):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline import topics
+from pipeline import logs, topics
 from pipeline.health import Health, serve_http
 from pipeline.metrics import build_metrics
 from pipeline.policy import load_policy
@@ -28,6 +28,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
 
     from pipeline.streams.app import build_app, offset_clock, wall_clock
 
+    json_logs = settings.log_format == "json"
+    if json_logs:
+        logs.use_json(loglevel)
     topics.create_topics(
         settings.broker,
         topics.herald_topics(settings.app_id, settings.partitions),
@@ -48,6 +51,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     )  # fmt: skip
     for name in PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        logging_config=logs.logging_config(loglevel) if json_logs else None,
+    )
     worker.execute_from_commandline()
     return 0
