@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 # 1 ms to 10 s and beyond: decisions are fast, but a held-back backlog is not.
 LATENCY_BUCKETS = (
@@ -19,11 +28,16 @@ LATENCY_BUCKETS = (
 @dataclass(frozen=True)
 class Metrics:
     events_consumed: Counter
+    records_produced: Counter
     deliveries: Counter
     suppressions: Counter
     dead_letters: Counter
     decision_latency: Histogram
+    stage_latency: Histogram
     blocked_links: Counter
+    state_entries: Gauge
+    state_evictions: Counter
+    policy: Info
     ready: Gauge
     broker_reachable: Gauge
     registry: CollectorRegistry
@@ -31,7 +45,12 @@ class Metrics:
 
 def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     """Create Herald's metrics in `registry` (a fresh one by default)."""
-    registry = registry if registry is not None else CollectorRegistry()
+    if registry is None:
+        registry = CollectorRegistry()
+        # A fresh registry lacks the default one's process, platform and GC metrics.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     return Metrics(
         events_consumed=Counter(
             "herald_events_consumed_total",
@@ -39,10 +58,17 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ["topic"],
             registry=registry,
         ),
+        records_produced=Counter(
+            "herald_records_produced_total",
+            "Records written and acknowledged by the broker, by output topic "
+            "(changelogs included).",
+            ["topic"],
+            registry=registry,
+        ),
         deliveries=Counter(
             "herald_deliveries_total",
-            "Delivery records emitted, by message category.",
-            ["category"],
+            "Delivery records emitted, by message category and event kind.",
+            ["category", "kind"],
             registry=registry,
         ),
         suppressions=Counter(
@@ -63,11 +89,35 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         ),
+        stage_latency=Histogram(
+            "herald_stage_latency_seconds",
+            "Time a stage spends on one batch, from taking it to its outputs acknowledged.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
         blocked_links=Counter(
             "herald_blocked_links_total",
             "Messages not delivered for a link to a blocked domain, by sending business "
             "(businesses are few and public; operators need to see who sends them).",
             ["business"],
+            registry=registry,
+        ),
+        state_entries=Gauge(
+            "herald_state_entries",
+            "Keys held in a state table on this worker (its assigned partitions).",
+            ["table"],
+            registry=registry,
+        ),
+        state_evictions=Counter(
+            "herald_state_evictions_total",
+            "State entries dropped by TTL pruning (past outcomes, ledgers, windows), by table.",
+            ["table"],
+            registry=registry,
+        ),
+        policy=Info(
+            "herald_policy",
+            "The policy this worker decides with (its version hash).",
             registry=registry,
         ),
         ready=Gauge(

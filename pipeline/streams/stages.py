@@ -301,7 +301,7 @@ class Decide:
         key = c.recipient.subscriber.encode()
         account = states[c.recipient.subscriber].account
         if isinstance(d, Deliver) and account is not None:
-            self.metrics.deliveries.labels(category=c.category.value).inc()
+            self.metrics.deliveries.labels(category=c.category.value, kind=c.event.kind.value).inc()
             wire = records.delivery_to_wire(c, d, account.wa_id)
             return OutRecord(topics.DELIVERIES, key, self.codec.encode("herald.v1.Delivery", wire))
         if isinstance(d, Deliver):

@@ -557,7 +557,7 @@ def test_metrics_count_consumption_and_outcomes(metrics: Metrics) -> None:
     assert value("herald_events_consumed_total", topic=topics.ACCOUNT_LINKS) == 2
     assert value("herald_events_consumed_total", topic=topics.USER_SIGNALS) == 1
     assert value("herald_events_consumed_total", topic=CANDIDATES) == len(candidates)
-    assert value("herald_deliveries_total", category="UTILITY") == 1
+    assert value("herald_deliveries_total", category="UTILITY", kind="SHIPMENT_UPDATE") == 1
     assert value("herald_suppressions_total", reason="NO_ACCOUNT", category="UTILITY") == 1
     assert value("herald_suppressions_total", reason="INVALID_RECIPIENT", category="UTILITY") == 1
     assert (
