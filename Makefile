@@ -17,8 +17,24 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(VENV)/bin/herald demo
 
-test: lint
+test: lint tools
 	$(PY) -m pytest -q
+
+# Debian's prometheus (promtool) and docker-compose for tests/ops, installed only when
+# missing. Installing may start the package's service on port 9090: it is stopped again,
+# since the tests run their own Prometheus on a free port. Without apt-get, say so and
+# go on: tests/ops then fail naming the missing tool.
+.PHONY: tools
+tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null \
+	    && command -v docker-compose >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "make tools: no apt-get; install prometheus and docker-compose yourself" >&2; \
+	else \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends prometheus docker-compose \
+	  && { [ ! -x /etc/init.d/prometheus ] || /etc/init.d/prometheus stop >/dev/null 2>&1 || true; }; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline tests bench
