@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import ssl
 import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context var tables read the partition from
 from faust.types import TP, EventT
 
@@ -140,25 +143,74 @@ def by_partition(
     return list(groups.values())
 
 
-async def send_all(app: faust.App, out: Sequence[OutRecord]) -> list[Any]:
-    """Send records, wait until the broker has acknowledged every one; return their metadata."""
-    producer = app.producer
-    pending = [await producer.send(r.topic, r.key, r.value, r.partition, None, None) for r in out]
-    return list(await asyncio.gather(*pending)) if pending else []
+class BulkSender:
+    """Sends a batch's records as one Kafka record batch per partition, and counts them.
 
-
-async def send_changes(app: faust.App, table: Any, changes: list[OutRecord]) -> None:
-    """Send changelog records, then tell the table's store how far its changelog is written.
-
-    A persistent store (RocksDB) recovers from that offset after a restart instead of
-    replaying the whole changelog; the in-memory store ignores it.
+    faust's `Producer.send` (and aiokafka's `send` under it) is one Python call chain and
+    one future per record, which cost the worker more than deciding; aiokafka's batch
+    builder appends a record in C. Records without a partition go where Kafka's default
+    partitioner puts their key (murmur2), as `send` would.
     """
-    written: dict[tuple[str, int], int] = {}
-    for meta in await send_all(app, changes):
-        tp = (meta.topic, meta.partition)
-        written[tp] = max(written.get(tp, -1), meta.offset)
-    for (topic, partition), offset in written.items():
-        table.data.set_persisted_offset(TP(topic, partition), offset)
+
+    def __init__(self, app: faust.App, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def send(self, out: Sequence[OutRecord]) -> dict[tuple[str, int], int]:
+        """Send records, wait until the broker has acknowledged all; return last offsets."""
+        if not out:
+            return {}
+        # aiokafka's producer, under faust's: faust's own send is per record.
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        groups: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        partitions: dict[str, int] = {}
+        for r in out:
+            partition = r.partition
+            if partition is None:
+                if r.topic not in partitions:
+                    partitions[r.topic] = len(await producer.partitions_for(r.topic))
+                partition = partition_of(r.key, partitions[r.topic])
+            groups[r.topic, partition].append(r)
+        pending: list[tuple[asyncio.Future[Any], int]] = []
+        for (topic, partition), records in groups.items():
+            batch, count = producer.create_batch(), 0
+            for r in records:
+                if batch.append(key=r.key, value=r.value, timestamp=None) is None:
+                    # Full: send it and start another (a batch always takes its first record).
+                    sent = await producer.send_batch(batch, topic, partition=partition)
+                    pending.append((sent, count))
+                    batch, count = producer.create_batch(), 0
+                    batch.append(key=r.key, value=r.value, timestamp=None)
+                count += 1
+            pending.append((await producer.send_batch(batch, topic, partition=partition), count))
+        written: dict[tuple[str, int], int] = {}
+        for meta, count in zip(
+            await asyncio.gather(*(f for f, _ in pending)), (c for _, c in pending), strict=True
+        ):
+            tp = (meta.topic, meta.partition)
+            written[tp] = max(written.get(tp, -1), meta.offset + count - 1)
+            self.metrics.records_produced.labels(topic=meta.topic).inc(count)
+        return written
+
+    async def send_changes(self, table: Any, changes: list[OutRecord]) -> None:
+        """Send changelog records, then tell the table's store how far its changelog is written.
+
+        A persistent store (RocksDB) recovers from that offset after a restart instead of
+        replaying the whole changelog; the in-memory store ignores it.
+        """
+        for (topic, partition), offset in (await self.send(changes)).items():
+            table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
+@lru_cache(maxsize=1 << 20)
+def _murmur2_partition(key: bytes, partitions: int) -> int:
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partition_of(key: bytes | None, partitions: int) -> int:
+    """Return the partition Kafka's default partitioner picks for `key` (any, for None)."""
+    if key is None:
+        return random.randrange(partitions)
+    return _murmur2_partition(key, partitions)
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -207,6 +259,9 @@ def build_app(
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
         consumer_auto_offset_reset="earliest",
+        # One batch per partition per send (BulkSender): big enough for a whole batch's
+        # outcomes, under the producer's 1 MB request limit.
+        producer_max_batch_size=512 * 1024,
         web_enabled=False,
     )
     # Bytes in, bytes out: the Avro codec decodes inside the stages, where a bad record
@@ -229,6 +284,7 @@ def build_app(
     )  # fmt: skip
     decide_stage = Decide(codec, policy, candidates, clock, metrics)
     size, within = settings.batch_size, settings.batch_within_s
+    sender = BulkSender(app, metrics)
 
     async def follow_reference_data() -> None:
         await reference.follow(settings.broker, settings.security.aiokafka_config())
@@ -255,6 +311,19 @@ def build_app(
 
     app.task(watch_health)
 
+    async def report_state() -> None:
+        """Export the policy version and, every 30 s, how many keys each table holds."""
+        tables = {"subscribers": subscribers, "businesses": businesses}
+        while True:
+            metrics.policy.info({"version": reference.policy.version})
+            for name, table in tables.items():
+                # A RocksDB store counts by iterating its keys: off the event loop.
+                entries = await asyncio.to_thread(len, table.data)
+                metrics.state_entries.labels(table=name).set(entries)
+            await asyncio.sleep(30.0)
+
+    app.task(report_state)
+
     async def run_stage(
         stream: faust.StreamT[bytes],
         stage: Ingest | Decide,
@@ -263,7 +332,9 @@ def build_app(
     ) -> None:
         """Feed batches to a stage, one partition at a time; send state, then outputs."""
         await reference.caught_up.wait()  # no decision before suspensions are known
+        latency = metrics.stage_latency.labels(stage=stage.name)
         async for events in as_stream(stream).take_events(size, within=within):
+            started = time.perf_counter()
             stage.policy = reference.policy
             out: list[OutRecord] = []
             changes: list[OutRecord] = []
@@ -273,8 +344,9 @@ def build_app(
                 with on_partition_of(group[-1]):
                     changes.extend(cached.write_back(group[-1].message.partition))
             # State first: a replay then finds what was decided.
-            await send_changes(app, table, changes)
-            await send_all(app, out)
+            await sender.send_changes(table, changes)
+            await sender.send(out)
+            latency.observe(time.perf_counter() - started)
 
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:

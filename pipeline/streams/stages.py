@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import ClassVar
 
 from aiokafka.partitioner import murmur2
 
@@ -121,6 +122,7 @@ class DeadLetters:
 class Ingest:
     """Stage 1: business events -> candidate batches on the subscriber's partition."""
 
+    name: ClassVar[str] = "ingest"
     codec: SchemaRegistry
     keys: KeyMaker
     policy: Policy
@@ -230,6 +232,7 @@ class _Windows(dict[str, BusinessWindow]):
 class Decide:
     """Stages 2 and 3: keep subscriber state, decide each candidate, emit its outcome."""
 
+    name: ClassVar[str] = "decide"
     codec: SchemaRegistry
     policy: Policy
     candidates_topic: str
@@ -239,6 +242,7 @@ class Decide:
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.codec, self.clock, self.metrics)
+        self.evictions = self.metrics.state_evictions.labels(table="subscribers")
 
     def process(self, batch: Iterable[InRecord], states: StateStore) -> list[OutRecord]:
         """Apply the batch's links and signals, then decide its candidates.
@@ -288,7 +292,15 @@ class Decide:
         wire = self.codec.decode("herald.v1.CandidateBatch", src.value or b"")
         candidates = records.candidates_from_wire(wire)
         now = self.clock()
+        before = [states[c.recipient.subscriber].outcomes for c in candidates]
         decisions = decide_batch(candidates, states, self.policy, now)
+        # Each candidate adds its event's outcome unless remembered (a replay): whatever
+        # else is gone was pruned by age.
+        event_id = candidates[0].event.event_id if candidates else ""
+        expected = sum(len(o) + (event_id not in o) for o in before)
+        kept = sum(len(states[c.recipient.subscriber].outcomes) for c in candidates)
+        if expected > kept:
+            self.evictions.inc(expected - kept)
         emitted = (
             self._emit(c, d, states, now) for c, d in zip(candidates, decisions, strict=True)
         )
