@@ -49,7 +49,7 @@ soak: $(STAMP)
 	HERALD_SOAK=1 $(PY) -m pytest -q -s tests/stream/test_crash.py tests/stream/test_recovery.py
 
 bench: $(STAMP)
-	$(PY) -m bench.throughput
+	$(PY) -m bench
 
 # Re-pin every dependency from a fresh resolve of pyproject.toml.
 lock:

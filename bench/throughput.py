@@ -33,7 +33,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ class Params:
     ceiling_records: int = 200_000
     ceiling_batch: int = 10_000
     subscribers: int = 20_000
-    recipients: int = 200_000
+    recipients: int = 100_000
     campaign_size: int = 1_000
     mix: bool = True
     seed: int = 7
@@ -80,19 +80,39 @@ class Params:
     timeout_s: float = 300.0
     profile: str | None = None  # None, "py-spy" or "cprofile"
     worker_env: dict[str, str] = field(default_factory=dict)
+    # The full suite (`python -m bench`) only:
+    skip: tuple[str, ...] = ()  # phases left out: latency, two-workers, naive, plot
+    latency_seconds: float = 20.0  # open-loop load per level
+    latency_recipients: int = 5  # recipients per event under the open-loop load
+    latency_loads: tuple[float, ...] = (0.25, 0.5, 0.75)  # shares of the sustained rate
+    naive_recipients: int = 20_000  # the naive agent's campaign
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Namespace]:
+SUITE_PHASES = ("latency", "two-workers", "naive", "plot")
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, suite: bool = False
+) -> tuple[Params, argparse.Namespace]:
     p = argparse.ArgumentParser(
-        prog="python -m bench.throughput",
-        description="Herald's throughput next to a plain aiokafka ceiling, on one embedded broker.",
+        prog="python -m bench" if suite else "python -m bench.throughput",
+        description="Herald's throughput next to a plain aiokafka ceiling, on one embedded broker"
+        + (", then latency, two workers, the naive agent and a plot." if suite else "."),
     )
+    if suite:
+        p.add_argument(
+            "--skip", action="append", default=[], choices=SUITE_PHASES,
+            help="leave a phase out (repeatable)",
+        )  # fmt: skip
+        p.add_argument("--latency-seconds", type=float, help="seconds per load level (20)")
+        p.add_argument("--latency-recipients", type=int, default=5, help="recipients per event")
+        p.add_argument("--naive-recipients", type=int, help="the naive agent's campaign (20,000)")
     p.add_argument("--quick", action="store_true", help="small sizes: done in under a minute")
     p.add_argument("--partitions", type=int, default=6, help="partitions of every topic (6)")
     p.add_argument("--ceiling-records", type=int, help="records through the ceiling (200,000)")
     p.add_argument("--ceiling-batch", type=int, default=10_000, help="getmany max_records")
     p.add_argument("--subscribers", type=int, help="subscribers pre-loaded (20,000)")
-    p.add_argument("--recipients", type=int, help="recipients of the campaign (200,000)")
+    p.add_argument("--recipients", type=int, help="recipients of the campaign (100,000)")
     p.add_argument("--campaign-size", type=int, default=1_000, help="recipients per event")
     p.add_argument("--no-mix", action="store_true", help="skip the simulated day of events")
     p.add_argument("--seed", type=int, default=7)
@@ -115,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Name
         # subscriber once per wave, and many waves over few subscribers would let one
         # batch decide the same subscriber repeatedly, cheaper than real fan-out.
         subscribers=a.subscribers or (5_000 if quick else 20_000),
-        recipients=a.recipients or (10_000 if quick else 200_000),
+        recipients=a.recipients or (10_000 if quick else 100_000),
         campaign_size=a.campaign_size,
         mix=not a.no_mix,
         seed=a.seed,
@@ -124,6 +144,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Params, argparse.Name
         profile=a.profile,
         worker_env={k: os.environ[k] for k in WORKER_TUNABLES if os.environ.get(k)},
     )
+    if suite:
+        params = replace(
+            params,
+            skip=tuple(a.skip),
+            latency_seconds=a.latency_seconds or (6.0 if quick else 20.0),
+            latency_recipients=a.latency_recipients,
+            naive_recipients=a.naive_recipients or (2_000 if quick else 20_000),
+        )
     if min(params.partitions, params.ceiling_records, params.subscribers, params.recipients) < 1:
         p.error("sizes and --partitions must be at least 1")
     if not 1 <= params.campaign_size <= 10_000:
@@ -303,6 +331,32 @@ async def run_ceiling(broker: EmbeddedBroker, params: Params) -> CeilingResult:
     )
 
 
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Read an Avro zig-zag varint at `pos`; return (value, next position)."""
+    shift = result = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
+def event_id_of(value: bytes) -> str:
+    """Return the event_id of a Delivery or Suppression without decoding the whole record.
+
+    Both schemas start with the strings message_id, event_id (single-object encoding:
+    a 10-byte header, then the body); "" for anything else.
+    """
+    try:
+        n, pos = _varint(value, HEADER_LENGTH)
+        n, pos = _varint(value, pos + n)
+        return value[pos : pos + n].decode()
+    except (IndexError, UnicodeDecodeError):
+        return ""
+
+
 class OutputTail:
     """Counts the records landing on deliveries and suppressions, live, from the beginning.
 
@@ -316,6 +370,11 @@ class OutputTail:
         self.bootstrap, self.partitions = bootstrap, partitions
         self.count = 0
         self.samples: list[tuple[float, int]] = []  # (monotonic time, count so far)
+        # Latency tracking (bench.latency): event id -> intended publish time (epoch ms);
+        # while set, each output of a tracked event adds (event id, record timestamp ms,
+        # timestamp type, epoch ms when this tail received it) to `seen`.
+        self.track: dict[str, int] | None = None
+        self.seen: list[tuple[str, int, int, int]] = []
         self.error: BaseException | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -355,6 +414,8 @@ class OutputTail:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=50_000)
                 n = sum(len(records) for records in batch.values())
+                if n and self.track is not None:
+                    self._note(batch.values())
                 if n:
                     with self._cond:
                         self.count += n
@@ -363,8 +424,16 @@ class OutputTail:
         finally:
             await consumer.stop()
 
-    def wait_for(self, target: int, since: float, timeout: float, what: str, worker: Worker,
-                 decided: Callable[[], int]) -> float:  # fmt: skip
+    def _note(self, batches: Iterable[Any]) -> None:
+        track, received = self.track or {}, time.time_ns() // 1_000_000
+        for records in batches:
+            for m in records:
+                event_id = event_id_of(m.value or b"")
+                if event_id in track:
+                    self.seen.append((event_id, m.timestamp, m.timestamp_type, received))
+
+    def wait_for(self, target: int, since: float, timeout: float, what: str,
+                 alive: Callable[[], bool], decided: Callable[[], int]) -> float:  # fmt: skip
         """Return when the count first reached `target` (at or after `since`).
 
         Raises TimeoutError after `timeout` s, or once neither the written count nor the
@@ -385,7 +454,7 @@ class OutputTail:
                     last_decided, last_change = decided(), time.monotonic()
                 if self.error is not None:
                     raise RuntimeError(f"the output tail failed: {self.error!r}")
-                if not worker.alive():
+                if not alive():
                     raise RuntimeError(f"the worker exited while waiting for {what}")
                 now = time.monotonic()
                 if now > deadline or now - last_change > STALL_S:
@@ -401,13 +470,14 @@ class OutputTail:
 
 
 def campaign(
-    phones: Sequence[str], total: int, size: int, rng: random.Random, now: int
+    phones: Sequence[str], total: int, size: int, rng: random.Random, now: int, tag: str = ""
 ) -> list[tuple[str, dict[str, Any]]]:
     """Promotion events of `size` recipients each, `total` recipients in all.
 
     Each wave covers every subscriber once, in a new order, as a campaign of its own
     (own template parameter, so no DUPLICATE across waves); later waves repeat it, the
-    way a retailer runs one campaign after another to the same audience.
+    way a retailer runs one campaign after another to the same audience. `tag` tells
+    the campaigns of one run apart (event ids, template parameter, campaign id).
     """
     out: list[tuple[str, dict[str, Any]]] = []
     left, wave = total, 0
@@ -416,15 +486,15 @@ def campaign(
         for i in range(0, len(order), size):
             chunk = order[i : i + size][:left]
             out.append((topics.BUSINESS_EVENTS, {
-                "event_id": f"bench-{RETAILER}-w{wave}-{len(out):06d}",
+                "event_id": f"bench-{RETAILER}{tag}-w{wave}-{len(out):06d}",
                 "business_id": RETAILER, "kind": "PROMOTION", "occurred_at": now,
                 "expires_at": now + 48 * HOUR_MS, "recipients": chunk, "entity_id": None,
                 "entity_version": None, "tags": ["electronics", "home"],
                 "offer": {"description": f"{10 + wave}% off headphones", "code": f"HEAR{wave}",
                           "discount_percent": 10 + wave, "valid_until": now + 48 * HOUR_MS},
                 "template": {"name": "weekend_sale", "language": "en",
-                             "params": [f"{10 + wave}%"]},
-                "payload": {"Promotion": {"campaign_id": f"bench-wave-{wave}"}},
+                             "params": [f"{10 + wave}%{tag}"]},
+                "payload": {"Promotion": {"campaign_id": f"bench{tag}-wave-{wave}"}},
             }))  # fmt: skip
             left -= len(chunk)
             if left == 0:
@@ -466,6 +536,7 @@ class HeraldTraffic:
     campaign: list[Encoded]
     campaign_recipients: int
     encode_s: float
+    phones: list[str] = field(default_factory=list)  # the subscribers, linked and signalled
 
 
 def invalid_events(events: list[tuple[str, dict[str, Any]]], secret: bytes) -> int:
@@ -511,6 +582,7 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
         campaign=list(encoded(events, secret)),
         campaign_recipients=recipients,
         encode_s=time.perf_counter() - started,
+        phones=phones,
     )
 
 
@@ -698,6 +770,10 @@ class Publisher:
         for name in topics.INPUT_TOPICS:
             self._producer.partitions_for(name)  # fetch metadata now, not on the first send
 
+    @property
+    def producer(self) -> Any:
+        return self._producer
+
     def send(self, records: Iterable[Encoded]) -> float:
         """Send and flush; return the monotonic time the first record was handed over."""
         first = time.monotonic()
@@ -771,25 +847,40 @@ class HeraldResult:
 
 
 def outcomes_phase(
-    tail: OutputTail, sampler: Sampler, publisher: Publisher, cpu: CpuMeter,
-    records: list[Encoded], expected: int, timeout: float, what: str,
+    tail: OutputTail, samplers: Sampler | Sequence[Sampler], publisher: Publisher,
+    cpu: CpuMeter, records: list[Encoded], expected: int, timeout: float, what: str,
 ) -> Phase:  # fmt: skip
-    """Publish business events; time until `expected` more outcomes are on the broker."""
+    """Publish business events; time until `expected` more outcomes are on the broker.
+
+    With several workers (`samplers`, one per worker) their /metrics counts add up.
+    """
+    group = [samplers] if isinstance(samplers, Sampler) else list(samplers)
+
+    def decided() -> int:
+        return sum(s.latest().outcomes for s in group)
+
+    def alive() -> bool:
+        return all(s.worker.alive() for s in group)
+
     base = tail.count  # every earlier outcome has landed: the previous phase waited for it
-    base_decided = sampler.latest().outcomes
+    base_decided = decided()
     cpu.start()
     first = publisher.send(records)
     published = time.monotonic()
-
-    def decided() -> int:
-        return sampler.latest().outcomes
-
-    t_first = tail.wait_for(base + 1, first, timeout, what, sampler.worker, decided)
-    t_last = tail.wait_for(base + expected, first, timeout, what, sampler.worker, decided)
+    t_first = tail.wait_for(base + 1, first, timeout, what, alive, decided)
+    t_last = tail.wait_for(base + expected, first, timeout, what, alive, decided)
     cpu.stop()
-    t_decided, _ = sampler.wait_for(
-        lambda p: p.outcomes >= base_decided + expected, first, 10, what + " (decided)"
-    )
+    if len(group) == 1:
+        t_decided, _ = group[0].wait_for(
+            lambda p: p.outcomes >= base_decided + expected, first, 10, what + " (decided)"
+        )
+    else:  # the first moment the sum of the latest samples shows it: 100 ms resolution
+        deadline = time.monotonic() + 10
+        while decided() < base_decided + expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers' /metrics never counted all of {what}")
+            time.sleep(0.02)
+        t_decided = time.monotonic()
     return Phase(
         expected, t_last - first, published - first, t_first - first,
         cpu.python_s, cpu.broker_s, cpu.other_s, t_decided - first,
@@ -872,7 +963,9 @@ class HeraldBench:
         )
         publisher.send(warm[2:])
         sampler.wait_for(lambda p: p.outcomes >= 1, 0, params.timeout_s, "warm-up event")
-        self.tail.wait_for(1, 0, params.timeout_s, "the warm-up outcome", self.worker, lambda: 0)
+        self.tail.wait_for(
+            1, 0, params.timeout_s, "the warm-up outcome", self.worker.alive, lambda: 0
+        )
         result.startup_s = time.monotonic() - started
         console.print(f"worker warm after {result.startup_s:.1f} s more")
         if params.profile == "py-spy":
@@ -1144,8 +1237,52 @@ def record_result(line: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------- main
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    params, args = parse_args(argv)
+@dataclass
+class Run:
+    """One run, handed to the full suite's phases (`extras`) while broker and worker are up.
+
+    A phase adds flat `figures` (results.jsonl), table `rows` (figure, work, result,
+    ratio, target, other CPU), `checks`, and anything the plot needs to `data`.
+    """
+
+    params: Params
+    console: Console
+    workdir: Path
+    broker: EmbeddedBroker
+    bench: HeraldBench
+    traffic: HeraldTraffic
+    ceiling: CeilingResult
+    herald: HeraldResult
+    figures: dict[str, Any] = field(default_factory=dict)
+    rows: list[tuple[str, str, str, str, str, str]] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True
+
+
+Extra = Callable[[Run], None]
+
+
+def render_suite(run: Run) -> Table:
+    table = Table(title="Herald: latency, fan-out, scale-out and the naive agent (same run)")
+    for name in ("figure", "work", "result", "ratio", "target", "other CPU"):
+        table.add_column(name, justify="left" if name in ("figure", "work") else "right")
+    for row in run.rows:
+        table.add_row(*row)
+    return table
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    suite: bool = False,
+    extras: Sequence[tuple[str, Extra]] = (),
+    after: Sequence[Callable[[Run, dict[str, Any]], None]] = (),
+) -> int:
+    """Run the throughput benchmark; with `suite`, then each of `extras` (name, phase)
+    while the broker and worker are still up, and each of `after` once they are stopped
+    (with the result line, before it is recorded)."""
+    params, args = parse_args(argv, suite=suite)
     console = Console(width=None if sys.stdout.isatty() else 120)
     mach = machine()
     if params.profile == "py-spy" and not (Path(sys.executable).parent / "py-spy").exists():
@@ -1181,10 +1318,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"(pre-load {ceiling.preload_s:.1f} s)"
             )
             herald = bench.measure(traffic)
+            run = Run(params, console, workdir, broker, bench, traffic, ceiling, herald)
+            for name, extra in extras:
+                if name in params.skip:
+                    continue
+                try:
+                    extra(run)
+                except Exception as exc:  # one failed phase must not lose the others
+                    console.print(f"[red]phase {name} failed: {exc!r}")
+                    console.print(f"[red]worker log (last lines):[/]\n{bench.worker.log_tail()}")
+                    run.ok = False
+                    run.checks[f"{name}_error"] = repr(exc)
         finally:
             bench.stop()
 
     console.print(render(params, mach, ceiling, herald, traffic))
+    if run.rows:
+        console.print(render_suite(run))
     final = herald.final
     dead = sum(final.dead_letters.values())
     ok = herald.verified_outputs == final.outcomes and dead == traffic.mix_invalid
@@ -1206,21 +1356,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": mach | {"loadavg_end": [round(x, 2) for x in os.getloadavg()]},
         "params": {k: v for k, v in asdict(params).items() if k != "timeout_s"},
         "note": args.note,
-        "figures": figures(ceiling, herald),
+        "figures": figures(ceiling, herald) | run.figures,
         "check": {
             "outputs_counted": herald.verified_outputs,
             "worker_outcomes": final.outcomes,
             "dead_letters": dead,
             "dead_letters_expected": traffic.mix_invalid,
-            "ok": ok,
+            **run.checks,
+            "ok": ok and run.ok,
         },
     }
+    if suite:
+        line["suite"] = True
+    for hook in after:
+        try:
+            hook(run, line)
+        except Exception as exc:
+            console.print(f"[red]{getattr(hook, '__name__', 'after')} failed: {exc!r}")
     if params.profile:
         profile_report(params, workdir, console, line)
     if not args.no_record:
         record_result(line)
         console.print(f"appended to {RESULTS_FILE}")
-    return 0 if ok else 1
+    if not run.ok:
+        console.print("[red]a suite phase failed or missed outputs: see the checks above")
+    return 0 if ok and run.ok else 1
 
 
 def profile_report(params: Params, workdir: Path, console: Console, line: dict[str, Any]) -> None:

@@ -1,0 +1,230 @@
+"""Latency from publish to outcome under an open-loop load, and the targets of issue 5.
+
+Open loop: small promotion events (`--latency-recipients` recipients each, default 5)
+are published on a fixed schedule, whatever the worker does, at 25%, 50% and 75% of
+the sustained decision rate measured earlier in the same run (the simulated day's rate:
+mostly small events, like this load; the campaign's if the day was skipped). A late
+send is never skipped or re-timed: the schedule is the reference (no coordinated
+omission).
+
+Each outcome's latency = the timestamp of the outcome record on the broker (the
+producer's create time, set by the worker's aiokafka producer when it hands the record
+over; the type is recorded) minus the *intended* publish time of its event (the
+schedule slot, also the event's `occurred_at`), matched by `event_id`. The time the
+benchmark's own tail received the record is kept too, as an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.throughput import BENCH_SECRET, CpuMeter, Encoded, Run
+from pipeline import topics
+from pipeline.domain.models import HOUR_MS
+from pipeline.simulate import RETAILER, encoded
+
+TARGET_P50_MS, TARGET_P99_MS = 50.0, 250.0  # at 50% of the sustained rate
+
+
+@dataclass(frozen=True)
+class Level:
+    load: float  # share of the base rate
+    decisions_per_s: float  # offered
+    events: int
+    outcomes: int
+    seconds: float  # the schedule's length
+    publish_lag_max_ms: float  # the latest any send left after its slot
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    received_p50_ms: float  # to the bench's tail receiving the record
+    received_p99_ms: float
+    timestamp_type: int  # 0 create time (the producer's), 1 log-append time (the broker's)
+    worker_cpu_s: float
+    other_cpu_s: float
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in 0..1)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def small_events(
+    phones: list[str], count: int, recipients: int, level: int, t0_ms: float,
+    interval_ms: float, rng: random.Random,
+) -> list[tuple[int, tuple[str, dict[str, Any]]]]:  # fmt: skip
+    """(intended epoch ms, event) for `count` promotions of `recipients` random subscribers.
+
+    Every event is a campaign of its own (own template parameter and campaign id), so
+    no DUPLICATE; caps and quiet hours apply as to any promotion.
+    """
+    out = []
+    for i in range(count):
+        at = round(t0_ms + i * interval_ms)
+        event = {
+            "event_id": f"bench-latency-{level}-{i:07d}", "business_id": RETAILER,
+            "kind": "PROMOTION", "occurred_at": at, "expires_at": at + 48 * HOUR_MS,
+            "recipients": rng.sample(phones, recipients), "entity_id": None,
+            "entity_version": None, "tags": ["electronics", "home"], "offer": None,
+            "template": {"name": "flash_sale", "language": "en", "params": [f"L{level}-{i}"]},
+            "payload": {"Promotion": {"campaign_id": f"bench-latency-{level}-{i}"}},
+        }  # fmt: skip
+        out.append((at, (topics.BUSINESS_EVENTS, event)))
+    return out
+
+
+def send_on_schedule(producer: Any, schedule: list[tuple[int, Encoded]]) -> float:
+    """Send each record at its slot (epoch ms), never waiting on the worker; flush.
+
+    Returns the largest lateness of a send after its slot, in ms.
+    """
+    lag = 0.0
+    for at_ms, (topic, key, value) in schedule:
+        delay = at_ms / 1000 - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            lag = max(lag, -delay * 1000)
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    return lag
+
+
+def latency_phase(run: Run) -> None:
+    """The open-loop levels, one after another, each drained before the next."""
+    params, bench, console = run.params, run.bench, run.console
+    herald = run.herald
+    if herald.mix is not None:
+        base_name, base_rate = "simulated day", herald.mix.rate
+    else:
+        assert herald.campaign is not None
+        base_name, base_rate = "campaign", herald.campaign.rate
+    assert bench.publisher is not None and bench.worker.process is not None
+    tail, k = bench.tail, params.latency_recipients
+    cpu = CpuMeter(bench.worker.process.pid, run.broker.process.pid if run.broker.process else None)
+    rng = random.Random(params.seed + 300)
+    levels: list[Level] = []
+    for n_level, load in enumerate(params.latency_loads):
+        offered = load * base_rate
+        events_per_s = offered / k
+        count = max(1, round(events_per_s * params.latency_seconds))
+        interval_ms = 1000 / events_per_s
+        t0_ms = time.time() * 1000 + 1000  # a second to encode, then the first slot
+        planned = small_events(run.traffic.phones, count, k, n_level, t0_ms, interval_ms, rng)
+        enc = list(encoded([e for _, e in planned], BENCH_SECRET.encode()))
+        schedule = [(at, rec) for (at, _), rec in zip(planned, enc, strict=True)]
+        intended = {e["event_id"]: at for at, (_, e) in planned}
+        expected = count * k
+        base = tail.count
+        tail.seen = []
+        tail.track = intended
+        first = time.monotonic()
+        cpu.start()
+        try:
+            lag = send_on_schedule(bench.publisher.producer, schedule)
+            tail.wait_for(
+                base + expected, first, params.timeout_s, f"latency at {load:.0%}",
+                bench.worker.alive, lambda: bench.sampler.latest().outcomes,
+            )  # fmt: skip
+        finally:
+            cpu.stop()
+            tail.track = None
+        seen = list(tail.seen)
+        got = len(seen)
+        run.checks[f"latency_{round(load * 100)}_outcomes"] = got
+        if got != expected:
+            run.ok = False
+            console.print(f"[red]latency at {load:.0%}: {got:,} outcomes, wanted {expected:,}")
+        to_record = sorted(float(ts - intended[e]) for e, ts, _, _ in seen)
+        to_received = sorted(float(rx - intended[e]) for e, _, _, rx in seen)
+        types = {t for _, _, t, _ in seen}
+        seconds = count * interval_ms / 1000
+        level = Level(
+            load, offered, count, got, seconds, lag,
+            percentile(to_record, 0.5), percentile(to_record, 0.99),
+            percentile(to_record, 0.999), to_record[-1] if to_record else math.nan,
+            percentile(to_received, 0.5), percentile(to_received, 0.99),
+            types.pop() if len(types) == 1 else -1, cpu.python_s, cpu.other_s,
+        )  # fmt: skip
+        levels.append(level)
+        console.print(
+            f"latency at {load:.0%} ({offered:,.0f} decisions/s, {events_per_s:,.1f} events/s "
+            f"of {k}): p50 {level.p50_ms:,.0f} ms, p99 {level.p99_ms:,.0f} ms, "
+            f"p99.9 {level.p999_ms:,.0f} ms, max {level.max_ms:,.0f} ms"
+        )
+        time.sleep(1.0)  # let the worker idle a moment between levels
+
+    run.data["latency"] = levels
+    run.data["latency_base"] = (base_name, base_rate)
+    run.figures["latency_base"] = base_name
+    run.figures["latency_base_per_s"] = round(base_rate, 1)
+    run.figures["latency_recipients_per_event"] = k
+    for lv in levels:
+        name = f"latency_{round(lv.load * 100)}"
+        run.figures |= {
+            f"{name}_offered_per_s": round(lv.decisions_per_s, 1),
+            f"{name}_events": lv.events,
+            f"{name}_p50_ms": round(lv.p50_ms, 1),
+            f"{name}_p99_ms": round(lv.p99_ms, 1),
+            f"{name}_p999_ms": round(lv.p999_ms, 1),
+            f"{name}_max_ms": round(lv.max_ms, 1),
+            f"{name}_received_p50_ms": round(lv.received_p50_ms, 1),
+            f"{name}_received_p99_ms": round(lv.received_p99_ms, 1),
+            f"{name}_publish_lag_max_ms": round(lv.publish_lag_max_ms, 1),
+            f"{name}_timestamp_type": lv.timestamp_type,
+            f"{name}_worker_cpu_s": round(lv.worker_cpu_s, 2),
+            f"{name}_other_cpu_s": round(lv.other_cpu_s, 2),
+        }
+        target = ""
+        if abs(lv.load - 0.5) < 1e-9:
+            met = lv.p50_ms <= TARGET_P50_MS and lv.p99_ms <= TARGET_P99_MS
+            target = f"p50 <= 50, p99 <= 250 ms: {'met' if met else 'MISSED'}"
+        run.rows.append((
+            f"2. latency publish -> outcome at {lv.load:.0%} of the {base_name} rate",
+            f"{lv.outcomes:,} outcomes of {lv.events:,} events of {k}, "
+            f"{lv.decisions_per_s:,.0f}/s for {lv.seconds:.0f} s",
+            f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms",
+            "", target, _core(lv.other_cpu_s, lv.seconds),
+        ))  # fmt: skip
+
+
+def _core(cpu_s: float, seconds: float) -> str:
+    return f"{cpu_s / seconds:.0%}" if seconds > 0 else ""
+
+
+def targets_phase(run: Run) -> None:
+    """Rows for the figures the throughput run already measured, with issue 5's targets."""
+    c = run.ceiling.rate
+    h = run.herald
+    for n, label, phase in (
+        ("1.", "recipient decisions, simulated day", h.mix),
+        ("1.", "recipient decisions, campaign", h.campaign),
+        ("4.", "signal and link updates applied", h.setup),
+    ):
+        if phase is None:
+            continue
+        ratio = phase.rate / c
+        run.rows.append((
+            f"{n} {label}", f"{phase.count:,} in {phase.seconds:.1f} s",
+            f"{phase.rate:,.0f}/s", f"{ratio:.1%} of ceiling",
+            f">= 50% of ceiling: {'met' if ratio >= 0.5 else 'MISSED'}",
+            _core(phase.other_cpu_s, phase.seconds),
+        ))  # fmt: skip
+    if h.campaign is not None:
+        cp, events = h.campaign, len(run.traffic.campaign)
+        run.rows.append((
+            "3. fan-out: first publish -> last outcome", f"{cp.count:,} recipients in "
+            f"{events:,} events of {run.params.campaign_size:,}", f"{cp.seconds:.2f} s",
+            "", f"<= 5 s: {'met' if cp.seconds <= 5 else 'MISSED'}" if cp.count == 100_000
+            else "(target is for 100,000)", _core(cp.other_cpu_s, cp.seconds),
+        ))  # fmt: skip
+        run.figures["fanout_recipients"] = cp.count
+        run.figures["fanout_seconds"] = round(cp.seconds, 3)
