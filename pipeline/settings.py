@@ -129,6 +129,10 @@ class Settings:
             raise ConfigError("HERALD_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.clock_offset_file is not None:
             raise ConfigError("HERALD_CLOCK_OFFSET_FILE is for tests; refusing it in production")
+        if not self.subscriber_secret.reveal():
+            raise ConfigError(
+                "the subscriber secret (HERALD_SECRET or HERALD_SECRET_FILE) is empty"
+            )
         if self.environment == "production" and self.uses_development_secret:
             raise ConfigError(
                 "refusing to start in production with the development subscriber secret: "
