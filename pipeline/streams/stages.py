@@ -243,6 +243,9 @@ class Decide:
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.codec, self.clock, self.metrics)
         self.evictions = self.metrics.state_evictions.labels(table="subscribers")
+        # A labels() lookup per outcome is measurable; the label sets are few.
+        self._delivered = lru_cache(maxsize=None)(self.metrics.deliveries.labels)
+        self._suppressed = lru_cache(maxsize=None)(self.metrics.suppressions.labels)
 
     def process(self, batch: Iterable[InRecord], states: StateStore) -> list[OutRecord]:
         """Apply the batch's links and signals, then decide its candidates.
@@ -313,22 +316,26 @@ class Decide:
         key = c.recipient.subscriber.encode()
         account = states[c.recipient.subscriber].account
         if isinstance(d, Deliver) and account is not None:
-            self.metrics.deliveries.labels(category=c.category.value, kind=c.event.kind.value).inc()
+            self._delivered(c.category.value, c.event.kind.value).inc()
             wire = records.delivery_to_wire(c, d, account.wa_id)
-            return OutRecord(topics.DELIVERIES, key, self.codec.encode("herald.v1.Delivery", wire))
+            # Unchecked: records.py builds outcomes from decoded records (a unit test checks
+            # a simulated day's worth against the schemas).
+            value = self.codec.encode("herald.v1.Delivery", wire, check=False)
+            return OutRecord(topics.DELIVERIES, key, value)
         if isinstance(d, Deliver):
             # A replayed delivery for a subscriber whose state no longer holds the account
             # (a deleted account keeps its wa_id; only lost state gets here): the original
             # Delivery stands, and a second, different outcome would break the contract.
             log.info("replayed delivery not re-emitted: account no longer known")
             return None
-        self.metrics.suppressions.labels(reason=d.reason.value, category=c.category.value).inc()
+        self._suppressed(d.reason.value, c.category.value).inc()
         if d.reason is Reason.LINK_BLOCKED:
             self.metrics.blocked_links.labels(business=c.event.business_id).inc()
         wire = records.suppression_to_wire(
             c.event, c.category, c.recipient.subscriber, c.recipient.index, d
         )
-        return OutRecord(topics.SUPPRESSIONS, key, self.codec.encode("herald.v1.Suppression", wire))
+        value = self.codec.encode("herald.v1.Suppression", wire, check=False)
+        return OutRecord(topics.SUPPRESSIONS, key, value)
 
 
 class KeyMismatch(ValueError):
