@@ -21,6 +21,7 @@ from typing import Any
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy/grafana/dashboards/herald.json"
 GRID_COLUMNS = 24
+UNITS = {"reqps": "per second", "s": "seconds", "short": ""}  # Grafana unit ids, spelled out
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,16 @@ def render(
     step = max(1.0, minutes * 60 / 240)
     panels = _panels(dashboard)
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig = plt.figure(figsize=(18, rows * 0.42))
+    fig = plt.figure(figsize=(18, rows * 0.42 + 0.6))
     fig.suptitle(f"{dashboard['title']} — last {minutes:g} min", fontsize=13, x=0.01, ha="left")
+    top = 1 - 0.6 / (rows * 0.42 + 0.6)  # below the title
     for panel in panels:
         pos = panel["gridPos"]
         # Grid units to figure fractions, leaving room for titles and tick labels.
         left = pos["x"] / GRID_COLUMNS + 0.035
         width = pos["w"] / GRID_COLUMNS - 0.05
-        bottom = 1 - (pos["y"] + pos["h"]) / rows + 0.035
-        height = pos["h"] / rows - 0.07
+        bottom = top * (1 - (pos["y"] + pos["h"]) / rows) + 0.035
+        height = top * pos["h"] / rows - 0.07
         ax = fig.add_axes((left, bottom, width, height))
         ax.set_title(panel["title"], fontsize=9, loc="left")
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
@@ -150,7 +152,7 @@ def render(
         ax.set_xlim(-minutes, 0)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("minutes ago", fontsize=7)
-        ax.set_ylabel(unit, fontsize=7)
+        ax.set_ylabel(UNITS.get(unit, unit), fontsize=7)
         ax.grid(alpha=0.3)
         if series:
             ax.legend(fontsize=6, loc="upper left", ncol=3, frameon=False)
