@@ -15,12 +15,12 @@ import random
 import ssl
 import time
 import weakref
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -48,23 +48,54 @@ def wall_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
+class DecodedMemo(Generic[V]):
+    """Recently used keys' decoded values, each with the stored bytes it was decoded from.
+
+    Decoding a subscriber's state costs more than deciding for them, and a worker reads
+    back what it wrote a batch ago again and again (a campaign in waves, signals then
+    events). A value is reused only while the table still holds the very bytes it came
+    from, so nothing (changelog recovery, a rebalance) can make it stale.
+    """
+
+    def __init__(self, decode: Callable[[bytes], V], size: int) -> None:
+        self._decode, self._size = decode, size
+        self._entries: OrderedDict[bytes, tuple[bytes, V]] = OrderedDict()
+
+    def decode(self, key: bytes, raw: bytes) -> V:
+        """Return `raw` decoded, from memory if `key` was last seen holding these bytes."""
+        hit = self._entries.get(key)
+        if hit is not None and (hit[0] is raw or hit[0] == raw):
+            self._entries.move_to_end(key)
+            return hit[1]
+        value = self._decode(raw)
+        self.remember(key, raw, value)
+        return value
+
+    def remember(self, key: bytes, raw: bytes, value: V) -> None:
+        self._entries[key] = (raw, value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class TableCache(dict[str, V]):
     """The keys one batch touches: read through from a faust table, written back once."""
 
     def __init__(
         self,
         table: Any,
-        decode: Callable[[bytes], V],
+        memo: DecodedMemo[V],
         encode: Callable[[V], bytes],
         empty: V,
     ) -> None:
         super().__init__()
-        self._table, self._decode, self._encode, self._empty = table, decode, encode, empty
+        self._table, self._memo, self._encode, self._empty = table, memo, encode, empty
         self.dirty: set[str] = set()
 
     def __missing__(self, key: str) -> V:
-        raw = self._table.get(key.encode())
-        value = self._decode(raw) if raw is not None else self._empty
+        raw_key = key.encode()
+        raw = self._table.get(raw_key)
+        value = self._memo.decode(raw_key, raw) if raw is not None else self._empty
         super().__setitem__(key, value)
         return value
 
@@ -85,19 +116,29 @@ class TableCache(dict[str, V]):
         topic = self._table.changelog_topic.get_topic_name()
         changes = []
         for key in self.dirty:
-            raw_key, raw = key.encode(), self._encode(self[key])
+            value = self[key]
+            raw_key, raw = key.encode(), self._encode(value)
             self._table.data[raw_key] = raw  # the local store, as changelog recovery fills it
+            self._memo.remember(raw_key, raw, value)
             changes.append(OutRecord(topic, raw_key, raw, partition))
         self.dirty.clear()
         return changes
 
 
-def subscriber_states(table: Any) -> TableCache[SubscriberState]:
-    return TableCache(table, decode_state, encode_state, EMPTY_STATE)
+# Decoded states kept per worker: ~4 KB of Python objects each, so ~80 MB at most.
+STATE_MEMO_SIZE = 20_000
 
 
-def business_windows(table: Any) -> TableCache[BusinessWindow]:
-    return TableCache(table, decode_window, encode_window, BusinessWindow())
+def subscriber_states(
+    table: Any, memo: DecodedMemo[SubscriberState] | None = None
+) -> TableCache[SubscriberState]:
+    return TableCache(table, memo or DecodedMemo(decode_state, 0), encode_state, EMPTY_STATE)
+
+
+def business_windows(
+    table: Any, memo: DecodedMemo[BusinessWindow] | None = None
+) -> TableCache[BusinessWindow]:
+    return TableCache(table, memo or DecodedMemo(decode_window, 0), encode_window, BusinessWindow())
 
 
 def encode_window(window: BusinessWindow) -> bytes:
@@ -350,11 +391,13 @@ def build_app(
 
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        await run_stage(stream, ingest_stage, businesses, business_windows)
+        memo = DecodedMemo(decode_window, 1_000)  # businesses are few
+        await run_stage(stream, ingest_stage, businesses, lambda t: business_windows(t, memo))
 
     @app.agent(decide_in, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> None:
-        await run_stage(stream, decide_stage, subscribers, subscriber_states)
+        memo = DecodedMemo(decode_state, STATE_MEMO_SIZE)
+        await run_stage(stream, decide_stage, subscribers, lambda t: subscriber_states(t, memo))
 
     return app
 
