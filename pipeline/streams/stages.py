@@ -8,7 +8,7 @@ agent a dozen lines.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -257,8 +257,8 @@ class Decide:
         """
         out: list[OutRecord] = []
         batch = list(batch)
-        for src in batch:
-            self.metrics.events_consumed.labels(topic=src.topic).inc()
+        for topic, count in Counter(src.topic for src in batch).items():
+            self.metrics.events_consumed.labels(topic=topic).inc(count)
         for src in batch:
             if src.topic != self.candidates_topic:
                 out.extend(self._guarded(src, states, self._update))
