@@ -37,6 +37,7 @@ class Level:
     events: int
     outcomes: int
     seconds: float  # the schedule's length
+    elapsed_s: float  # first slot to the last outcome written (CPU shares are over this)
     publish_lag_max_ms: float  # the latest any send left after its slot
     p50_ms: float
     p99_ms: float
@@ -127,10 +128,11 @@ def latency_phase(run: Run) -> None:
         tail.seen = []
         tail.track = intended
         first = time.monotonic()
+        first_slot = first + (t0_ms / 1000 - time.time())
         cpu.start()
         try:
             lag = send_on_schedule(bench.publisher.producer, schedule)
-            tail.wait_for(
+            t_last = tail.wait_for(
                 base + expected, first, params.timeout_s, f"latency at {load:.0%}",
                 bench.worker.alive, lambda: bench.sampler.latest().outcomes,
             )  # fmt: skip
@@ -148,7 +150,7 @@ def latency_phase(run: Run) -> None:
         types = {t for _, _, t, _ in seen}
         seconds = count * interval_ms / 1000
         level = Level(
-            load, offered, count, got, seconds, lag,
+            load, offered, count, got, seconds, t_last - first_slot, lag,
             percentile(to_record, 0.5), percentile(to_record, 0.99),
             percentile(to_record, 0.999), to_record[-1] if to_record else math.nan,
             percentile(to_received, 0.5), percentile(to_received, 0.99),
@@ -179,6 +181,7 @@ def latency_phase(run: Run) -> None:
             f"{name}_received_p50_ms": round(lv.received_p50_ms, 1),
             f"{name}_received_p99_ms": round(lv.received_p99_ms, 1),
             f"{name}_publish_lag_max_ms": round(lv.publish_lag_max_ms, 1),
+            f"{name}_elapsed_s": round(lv.elapsed_s, 2),
             f"{name}_timestamp_type": lv.timestamp_type,
             f"{name}_worker_cpu_s": round(lv.worker_cpu_s, 2),
             f"{name}_other_cpu_s": round(lv.other_cpu_s, 2),
@@ -192,7 +195,7 @@ def latency_phase(run: Run) -> None:
             f"{lv.outcomes:,} outcomes of {lv.events:,} events of {k}, "
             f"{lv.decisions_per_s:,.0f}/s for {lv.seconds:.0f} s",
             f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms",
-            "", target, _core(lv.other_cpu_s, lv.seconds),
+            "", target, _core(lv.other_cpu_s, lv.elapsed_s),
         ))  # fmt: skip
 
 

@@ -26,8 +26,8 @@ THROUGHPUT = (
     ("mixed_per_s", "simulated day\ndecisions", "#1f77b4"),
     ("link_signal_per_s", "link and signal\nupdates", "#2ca02c"),
     ("two_workers_per_s", "campaign,\ntwo workers", "#9467bd"),
-    ("naive_campaign_per_s", "campaign,\nnaive faust agent", "#d62728"),
-    ("naive_link_signal_per_s", "updates,\nnaive faust agent", "#d62728"),
+    ("naive_campaign_per_s", "campaign,\nnaive agent", "#d62728"),
+    ("naive_link_signal_per_s", "updates,\nnaive agent", "#d62728"),
 )
 
 
