@@ -20,9 +20,20 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from bench.throughput import BENCH_SECRET, CpuMeter, Encoded, Run
+from rich.table import Table
+
+from bench.throughput import (
+    BENCH_SECRET,
+    CpuMeter,
+    Encoded,
+    PySpy,
+    Run,
+    inclusive_pyspy,
+    summarise_pyspy,
+)
 from pipeline import topics
 from pipeline.domain.models import HOUR_MS
 from pipeline.simulate import RETAILER, encoded
@@ -113,6 +124,9 @@ def latency_phase(run: Run) -> None:
     cpu = CpuMeter(bench.worker.process.pid, run.broker.process.pid if run.broker.process else None)
     rng = random.Random(params.seed + 300)
     levels: list[Level] = []
+    spy_out = run.workdir / "worker-latency.pyspy.txt"
+    if params.profile == "py-spy":  # bench.stop() stops it if a level fails
+        bench.spy = PySpy(bench.worker.process.pid, spy_out, run.workdir / "py-spy-latency.log")
     for n_level, load in enumerate(params.latency_loads):
         offered = load * base_rate
         events_per_s = offered / k
@@ -164,6 +178,10 @@ def latency_phase(run: Run) -> None:
         )
         time.sleep(1.0)  # let the worker idle a moment between levels
 
+    if bench.spy is not None:
+        bench.spy.stop()
+        bench.spy = None
+        profile_levels(run, spy_out)
     run.data["latency"] = levels
     run.data["latency_base"] = (base_name, base_rate)
     run.figures["latency_base"] = base_name
@@ -197,6 +215,28 @@ def latency_phase(run: Run) -> None:
             f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms",
             "", target, _core(lv.other_cpu_s, lv.elapsed_s),
         ))  # fmt: skip
+
+
+def profile_levels(run: Run, path: Path) -> None:
+    """Print and keep where the worker's time went during the latency levels (py-spy)."""
+    if not path.exists():
+        run.console.print(f"[red]py-spy wrote no profile of the latency levels ({path})")
+        return
+    rows, busy = summarise_pyspy(path)
+    inclusive = inclusive_pyspy(path)
+    table = Table(title=f"the worker during the latency levels: py-spy, {busy:,} busy samples")
+    table.add_column("bucket / innermost frame (self) or function (inclusive)")
+    table.add_column("share", justify="right")
+    for label, share in rows:
+        table.add_row(label, f"{share:.1f}%")
+    for label, share in inclusive.items():
+        table.add_row(f"inclusive: {label}", f"{share:.1f}%")
+    run.console.print(table)
+    run.data["latency_profile"] = {
+        "busy_samples": busy,
+        "self": {k: round(v, 1) for k, v in rows if not k.startswith("  leaf")},
+        "inclusive": {k: round(v, 1) for k, v in inclusive.items()},
+    }
 
 
 def _core(cpu_s: float, seconds: float) -> str:

@@ -1368,6 +1368,8 @@ def main(
     }
     if suite:
         line["suite"] = True
+    if "latency_profile" in run.data:
+        line["latency_profile"] = run.data["latency_profile"]
     for hook in after:
         try:
             hook(run, line)
