@@ -106,8 +106,12 @@ def parse_args(
         )  # fmt: skip
         p.add_argument("--latency-seconds", type=float, help="seconds per load level (20)")
         p.add_argument("--latency-recipients", type=int, default=5, help="recipients per event")
+        p.add_argument(
+            "--latency-loads", default="0.25,0.5,0.75",
+            help="shares of the sustained rate to offer, comma-separated (0.25,0.5,0.75)",
+        )  # fmt: skip
         p.add_argument("--naive-recipients", type=int, help="the naive agent's campaign (20,000)")
-    p.add_argument("--quick", action="store_true", help="small sizes: done in under a minute")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke check")
     p.add_argument("--partitions", type=int, default=6, help="partitions of every topic (6)")
     p.add_argument("--ceiling-records", type=int, help="records through the ceiling (200,000)")
     p.add_argument("--ceiling-batch", type=int, default=10_000, help="getmany max_records")
@@ -150,6 +154,7 @@ def parse_args(
             skip=tuple(a.skip),
             latency_seconds=a.latency_seconds or (6.0 if quick else 20.0),
             latency_recipients=a.latency_recipients,
+            latency_loads=tuple(float(x) for x in a.latency_loads.split(",") if x.strip()),
             naive_recipients=a.naive_recipients or (2_000 if quick else 20_000),
         )
     if min(params.partitions, params.ceiling_records, params.subscribers, params.recipients) < 1:
