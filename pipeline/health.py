@@ -1,6 +1,7 @@
 """Liveness and readiness of a worker, served with /metrics on one HTTP port.
 
-- /healthz (liveness): the worker's event loop is turning (a heartbeat within 30 s).
+- /healthz (liveness): the worker's event loop is turning (a heartbeat within 30 s),
+  and no input partition stays stalled after a nudge (pipeline/streams/progress.py).
   A failing liveness probe means "restart me".
 - /readyz (readiness): partitions assigned and their tables recovered, reference data
   loaded, and the broker answering now. A broker stall makes the worker not ready
@@ -32,6 +33,7 @@ class Health:
     broker_ok_at: float = 0.0
     recovered: bool = False  # partitions assigned and tables recovered
     reference_loaded: bool = False
+    stalled_since: float | None = None  # an input partition stalled and a nudge did not help
 
     def now(self) -> float:
         return self.clock()
@@ -47,6 +49,9 @@ class Health:
         age = self.now() - self.heartbeat_at
         if self.heartbeat_at and age > HEARTBEAT_STALE_S:
             return False, f"event loop silent for {age:.0f} s"
+        if self.stalled_since is not None:
+            stalled = self.now() - self.stalled_since
+            return False, f"an input partition has not moved for {stalled:.0f} s despite a nudge"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:

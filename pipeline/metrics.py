@@ -40,6 +40,11 @@ class Metrics:
     policy: Info
     ready: Gauge
     broker_reachable: Gauge
+    consumer_lag: Gauge
+    partitions_assigned: Gauge
+    partitions_recovering: Gauge
+    partition_stalled: Gauge
+    stalls: Counter
     registry: CollectorRegistry
 
 
@@ -128,6 +133,36 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         broker_reachable=Gauge(
             "herald_broker_reachable",
             "1 when the broker answered the worker's last probe.",
+            registry=registry,
+        ),
+        consumer_lag=Gauge(
+            "herald_consumer_lag_records",
+            "Records waiting on an assigned input partition (a lower bound on the embedded "
+            "broker, which under-reports end offsets).",
+            ["topic", "partition"],
+            registry=registry,
+        ),
+        partitions_assigned=Gauge(
+            "herald_partitions_assigned",
+            "Input partitions assigned to this worker, by topic.",
+            ["topic"],
+            registry=registry,
+        ),
+        partitions_recovering=Gauge(
+            "herald_partitions_recovering",
+            "Changelog partitions still being read into this worker's tables.",
+            registry=registry,
+        ),
+        partition_stalled=Gauge(
+            "herald_partition_stalled",
+            "1 while an input partition has records waiting and its position does not move.",
+            ["topic", "partition"],
+            registry=registry,
+        ),
+        stalls=Counter(
+            "herald_stalls_total",
+            "Stalls noticed on an input partition (each one nudged the consumer).",
+            ["topic", "partition"],
             registry=registry,
         ),
         registry=registry,

@@ -115,6 +115,11 @@ class Settings:
     # Testing only: a file holding milliseconds to add to the wall clock, so a test can
     # move a running worker through a scripted day. Refused in production.
     clock_offset_file: Path | None = None
+    # Testing only: a file of "topic partition" lines; the worker pauses each named
+    # input partition in its consumer once, so a test can watch it stall. Refused in
+    # production.
+    debug_pause_file: Path | None = None
+    stall_after_s: float = 30.0  # an input partition with lag that does not move: stalled
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     log_format: str = "text"  # or "json": one JSON object per line, for log collectors
 
@@ -129,6 +134,10 @@ class Settings:
             raise ConfigError("HERALD_ENV must be 'development' or 'production'")
         if self.environment == "production" and self.clock_offset_file is not None:
             raise ConfigError("HERALD_CLOCK_OFFSET_FILE is for tests; refusing it in production")
+        if self.environment == "production" and self.debug_pause_file is not None:
+            raise ConfigError("HERALD_DEBUG_PAUSE_FILE is for tests; refusing it in production")
+        if self.stall_after_s <= 0:
+            raise ConfigError("HERALD_STALL_AFTER must be a positive number of seconds")
         if not self.subscriber_secret.reveal():
             raise ConfigError(
                 "the subscriber secret (HERALD_SECRET or HERALD_SECRET_FILE) is empty"
@@ -172,6 +181,8 @@ class Settings:
             "HERALD_STORE": ("store", str),
             "HERALD_POLICY_FILE": ("policy_file", Path),
             "HERALD_CLOCK_OFFSET_FILE": ("clock_offset_file", Path),
+            "HERALD_DEBUG_PAUSE_FILE": ("debug_pause_file", Path),
+            "HERALD_STALL_AFTER": ("stall_after_s", float),
             "HERALD_LOG_FORMAT": ("log_format", str),
         }
         for var, (name, parse) in simple.items():

@@ -34,6 +34,7 @@ from pipeline.domain.models import Policy, SubscriberState
 from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
+from pipeline.streams import progress
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
 from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
@@ -351,6 +352,16 @@ def build_app(
             await asyncio.sleep(1.0)
 
     app.task(watch_health)
+
+    async def watch_progress() -> None:
+        inputs = {topics.BUSINESS_EVENTS, candidates, topics.ACCOUNT_LINKS, topics.USER_SIGNALS}
+        await progress.watch_progress(
+            app, inputs, progress.StallDetector(settings.stall_after_s, health.now),
+            progress.Offsets(settings.broker, settings.security.aiokafka_config()),
+            metrics, health, lambda: health.recovered, settings.debug_pause_file,
+        )  # fmt: skip
+
+    app.task(watch_progress)
 
     async def report_state() -> None:
         """Export the policy version and, every 30 s, how many keys each table holds."""
