@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import ssl
 import time
@@ -23,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import faust
+import orjson
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context var tables read the partition from
 from faust.types import TP, EventT
@@ -104,6 +104,11 @@ class TableCache(dict[str, V]):
         return self[key]
 
     def __setitem__(self, key: str, value: V) -> None:
+        # Values are immutable: the same object back means nothing changed, and writing a
+        # big business window back for every batch would cost milliseconds and a changelog
+        # record each time.
+        if key in self and super().__getitem__(key) is value:
+            return
         self.dirty.add(key)
         super().__setitem__(key, value)
 
@@ -144,11 +149,11 @@ def business_windows(
 
 def encode_window(window: BusinessWindow) -> bytes:
     """Serialise a business's window of users reached (subscriber -> first reached)."""
-    return json.dumps(dict(window.reached), separators=(",", ":")).encode()
+    return orjson.dumps(dict(window.reached))
 
 
 def decode_window(data: bytes) -> BusinessWindow:
-    return BusinessWindow(MappingProxyType(json.loads(data)))
+    return BusinessWindow(MappingProxyType(orjson.loads(data)))
 
 
 @contextlib.contextmanager
