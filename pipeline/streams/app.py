@@ -37,6 +37,7 @@ from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams import progress
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
+from pipeline.streams.seek_guard import install_rewind_after_seek
 from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
 from pipeline.streams.state_codec import decode_state, encode_state
 
@@ -324,6 +325,7 @@ def build_app(
     businesses = app.Table("businesses", **table_args)  # co-partitioned with business-events
 
     install_end_offset_guard(settings.broker, settings.security.aiokafka_config())
+    install_rewind_after_seek()
     reference = ReferenceData(policy, codec)
     ingest_stage = Ingest(
         codec, KeyMaker(settings.subscriber_secret.reveal()), policy, settings.partitions,
