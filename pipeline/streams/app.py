@@ -132,6 +132,9 @@ class TableCache(dict[str, V]):
         return changes
 
 
+# Outputs a stage sends at once: ~2 MB of outcomes, under a second of deciding.
+FLUSH_AT = 5_000
+
 # Decoded states kept per worker: ~4 KB of Python objects each, so ~80 MB at most.
 STATE_MEMO_SIZE = 20_000
 
@@ -389,7 +392,12 @@ def build_app(
         table: Any,
         cache: Callable[[Any], TableCache[Any]],
     ) -> None:
-        """Feed batches to a stage, one partition at a time; send state, then outputs."""
+        """Feed batches to a stage, one partition at a time; send state, then outputs.
+
+        Outputs go out whenever FLUSH_AT of them are ready, not only at the end of the
+        batch: a batch of candidate records can hold a whole campaign, and its first
+        recipients should not wait for its last. Offsets are committed after the batch.
+        """
         await reference.caught_up.wait()  # no decision before suspensions are known
         latency = metrics.stage_latency.labels(stage=stage.name)
         async for events in as_stream(stream).take_events(size, within=within):
@@ -399,13 +407,20 @@ def build_app(
             changes: list[OutRecord] = []
             for group in by_partition(events):
                 cached = cache(table)
-                out.extend(stage.process(in_records(group), cached))
-                with on_partition_of(group[-1]):
-                    changes.extend(cached.write_back(group[-1].message.partition))
-            # State first: a replay then finds what was decided.
-            await sender.send_changes(table, changes)
-            await sender.send(out)
+                for chunk in stage.process_in_chunks(in_records(group), cached, FLUSH_AT):
+                    out.extend(chunk)
+                    with on_partition_of(group[-1]):
+                        changes.extend(cached.write_back(group[-1].message.partition))
+                    if len(out) >= FLUSH_AT:
+                        await flush(table, changes, out)
+                        out, changes = [], []
+            await flush(table, changes, out)
             latency.observe(time.perf_counter() - started)
+
+    async def flush(table: Any, changes: list[OutRecord], out: list[OutRecord]) -> None:
+        # State first: a replay then finds what was decided.
+        await sender.send_changes(table, changes)
+        await sender.send(out)
 
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:

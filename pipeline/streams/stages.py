@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar
@@ -177,6 +177,12 @@ class Ingest:
                 out.append(self.dead.record(src, "decode", exc, _safe_message(exc)))
         return out
 
+    def process_in_chunks(
+        self, batch: Iterable[InRecord], windows: WindowStore, chunk: int = 1 << 62
+    ) -> Iterator[list[OutRecord]]:
+        """Yield `process`'s outputs in one piece: a batch of events makes few records."""
+        yield self.process(batch, windows)
+
     def _fan_out(
         self, src: InRecord, event: BusinessEvent, windows: WindowStore, now: int
     ) -> list[OutRecord]:
@@ -255,6 +261,16 @@ class Decide:
         promotion through the ingest stage), and the STOP must win. `states` loads
         subscribers lazily; the caller persists the entries this call changes.
         """
+        return [r for chunk in self.process_in_chunks(batch, states) for r in chunk]
+
+    def process_in_chunks(
+        self, batch: Iterable[InRecord], states: StateStore, chunk: int = 1 << 62
+    ) -> Iterator[list[OutRecord]]:
+        """Like `process`, yielding the outputs whenever `chunk` or more are ready, and last.
+
+        Every link and signal of the batch is applied before the first candidate is
+        decided, whatever the chunk size.
+        """
         out: list[OutRecord] = []
         batch = list(batch)
         for topic, count in Counter(src.topic for src in batch).items():
@@ -265,7 +281,10 @@ class Decide:
         for src in batch:
             if src.topic == self.candidates_topic:
                 out.extend(self._guarded(src, states, self._decide))
-        return out
+                if len(out) >= chunk:
+                    yield out
+                    out = []
+        yield out  # even empty: the caller writes state back after each chunk
 
     def _guarded(
         self,

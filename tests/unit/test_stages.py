@@ -579,21 +579,48 @@ class CheckingRegistry(SchemaRegistry):
         return super().encode(name, record, check=True)
 
 
-def test_outcomes_encoded_unchecked_fit_their_schemas(metrics: Metrics) -> None:
-    """Outcomes skip the codec's field check for speed: every one built in a day passes it."""
-    codec = CheckingRegistry.from_directory(schemas_dir())
+def _simulated_day(
+    codec: SchemaRegistry, metrics: Metrics
+) -> tuple[list[InRecord], list[InRecord], list[InRecord]]:
+    """Return a small simulated day as decide inputs: (setup, signals, candidates)."""
     traffic = build_traffic(Scenario(subscribers=300, start_ms=NOW))
     setup = [r for r in encoded(traffic.setup, DEVELOPMENT_SECRET) if r[0] in DECIDE_INPUTS]
     events = list(encoded(traffic.events, DEVELOPMENT_SECRET))
     ingest = Ingest(codec, KEYS, POLICY, PARTITIONS, CANDIDATES, Clock(), metrics)
-    decide = Decide(codec, POLICY, CANDIDATES, Clock(), metrics)
-    states = States()
-    decide.process([InRecord(t, 0, i, k, v) for i, (t, k, v) in enumerate(setup)], states)
     business = [InRecord(t, 0, i, k, v) for i, (t, k, v) in enumerate(events)
                 if t == topics.BUSINESS_EVENTS]  # fmt: skip
     signals = [InRecord(t, 0, i, k, v) for i, (t, k, v) in enumerate(events) if t in DECIDE_INPUTS]
     candidates = [_as_input(r) for r in ingest.process(business) if r.topic == CANDIDATES]
+    return [InRecord(t, 0, i, k, v) for i, (t, k, v) in enumerate(setup)], signals, candidates
+
+
+def test_outcomes_encoded_unchecked_fit_their_schemas(metrics: Metrics) -> None:
+    """Outcomes skip the codec's field check for speed: every one built in a day passes it."""
+    codec = CheckingRegistry.from_directory(schemas_dir())
+    setup, signals, candidates = _simulated_day(codec, metrics)
+    decide = Decide(codec, POLICY, CANDIDATES, Clock(), metrics)
+    states = States()
+    decide.process(setup, states)
     out = decide.process([*signals, *candidates], states)
     kinds = Counter(r.topic for r in out)
     assert kinds[topics.DELIVERIES] > 0 and kinds[topics.SUPPRESSIONS] > 0
     assert kinds[topics.DEAD_LETTERS] == 0, "an outcome failed the schema check"
+
+
+def test_chunked_decide_changes_only_when_outputs_leave(metrics: Metrics) -> None:
+    """Outputs in chunks are the batch's outputs in order; signals still apply first."""
+    setup, signals, candidates = _simulated_day(CODEC, metrics)
+    # Candidates first in the batch: the signals (STOPs among them) must still win.
+    batch = [*candidates, *signals]
+    whole_states, chunked_states = States(), States()
+    decide = _decide(metrics)
+    decide.process(setup, whole_states)
+    decide.process(setup, chunked_states)
+    whole = decide.process(batch, whole_states)
+    chunks = list(decide.process_in_chunks(batch, chunked_states, chunk=100))
+    assert len(chunks) > 5
+    assert all(len(c) >= 100 for c in chunks[:-1])
+    assert [r for c in chunks for r in c] == whole
+    assert chunked_states == whole_states
+    # A batch of signals alone still ends in a chunk: the caller writes state after each.
+    assert list(decide.process_in_chunks(signals, chunked_states, chunk=100)) == [[]]
