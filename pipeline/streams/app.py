@@ -365,11 +365,11 @@ def build_app(
 
     async def watch_progress() -> None:
         inputs = {topics.BUSINESS_EVENTS, candidates, topics.ACCOUNT_LINKS, topics.USER_SIGNALS}
-        await progress.watch_progress(
+        await progress.ProgressWatch(
             app, inputs, progress.StallDetector(settings.stall_after_s, health.now),
             progress.Offsets(settings.broker, settings.security.aiokafka_config()),
             metrics, health, lambda: health.recovered, settings.debug_pause_file,
-        )  # fmt: skip
+        ).run()  # fmt: skip
 
     app.task(watch_progress)
 

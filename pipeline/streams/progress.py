@@ -172,47 +172,53 @@ class Offsets:
             return {}, {}
 
 
-async def watch_progress(
-    app: Any,
-    inputs: set[str],
-    detector: StallDetector[Any],
-    offsets: Offsets,
-    metrics: Any,
-    health: Any,
-    ready: Callable[[], bool],
-    debug_pause_file: Path | None = None,
-) -> None:
-    """Sample every assigned input partition once a second; act on what the detector says."""
-    consumer = app.consumer
-    shown: set[Any] = set()
-    paused_for_debug: set[tuple[str, int]] = set()
-    while True:
-        await asyncio.sleep(1.0)
-        metrics.partitions_recovering.set(recovering_partitions(app))
+@dataclass
+class ProgressWatch:
+    """The shell around the detector: samples the worker's consumer, acts on the report."""
+
+    app: Any
+    inputs: set[str]  # the topics the agents read
+    detector: StallDetector[Any]
+    offsets: Offsets
+    metrics: Any
+    health: Any
+    ready: Callable[[], bool]  # partitions assigned and tables recovered
+    debug_pause_file: Path | None = None
+    shown: set[Any] = field(default_factory=set)  # partitions with lag labels exported
+    paused_for_debug: set[tuple[str, int]] = field(default_factory=set)
+
+    async def run(self) -> None:
+        """Check once a second, forever."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.check()
+            except Exception as exc:  # a watchdog must never be what stops the worker
+                log.warning("progress check failed: %s", type(exc).__name__)
+
+    async def check(self) -> None:
+        """Sample every assigned input partition once; log, count and nudge stalls."""
+        consumer, metrics = self.app.consumer, self.metrics
+        metrics.partitions_recovering.set(recovering_partitions(self.app))
         assigned = sorted(
-            (tp for tp in consumer.assignment() if tp.topic in inputs),
+            (tp for tp in consumer.assignment() if tp.topic in self.inputs),
             key=lambda tp: (tp.topic, tp.partition),
         )
-        for topic in inputs:
+        for topic in self.inputs:
             metrics.partitions_assigned.labels(topic).set(
                 sum(1 for tp in assigned if tp.topic == topic)
             )
-        for tp in shown - set(assigned):
+        for tp in self.shown - set(assigned):
             for gauge in (metrics.consumer_lag, metrics.partition_stalled):
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
-        shown = set(assigned)
-        if not ready():
-            detector.reset()  # paused on purpose while tables recover: not a stall
-            health.stalled_since = None
-            continue
-        wanted = debug_pauses(debug_pause_file) - paused_for_debug
-        for tp in assigned:
-            if (tp.topic, tp.partition) in wanted:
-                paused_for_debug.add((tp.topic, tp.partition))
-                log.warning("debug: pausing %s[%d] in the consumer", tp.topic, tp.partition)
-                consumer.pause_partitions([tp])
-        begin, end = await offsets.fetch(assigned)
+        self.shown = set(assigned)
+        if not self.ready():
+            self.detector.reset()  # paused on purpose while tables recover: not a stall
+            self.health.stalled_since = None
+            return
+        self.apply_debug_pauses(consumer, assigned)
+        begin, end = await self.offsets.fetch(assigned)
         samples = {}
         for tp in assigned:
             position = position_of(consumer, tp)
@@ -220,7 +226,7 @@ async def watch_progress(
                 position = begin.get(tp)
             if position is not None and tp in end:
                 samples[tp] = (position, end[tp])
-        report = detector.update(samples)
+        report = self.detector.update(samples)
         for tp, lag in report.lags.items():
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
             metrics.partition_stalled.labels(tp.topic, str(tp.partition)).set(
@@ -231,13 +237,22 @@ async def watch_progress(
             log.warning(
                 "partition %s[%d] stalled: position %d, lag %d, no progress for %.0f s; "
                 "resuming it and fetching again from its position",
-                tp.topic, tp.partition, position, report.lags[tp], detector.stall_after,
+                tp.topic, tp.partition, position, report.lags[tp], self.detector.stall_after,
             )  # fmt: skip
             metrics.stalls.labels(tp.topic, str(tp.partition)).inc()
             await nudge(consumer, tp, position)
         for tp in report.cleared:
             log.info("partition %s[%d] moves again", tp.topic, tp.partition)
-        health.stalled_since = report.unrecovered_since
+        self.health.stalled_since = report.unrecovered_since
+
+    def apply_debug_pauses(self, consumer: Any, assigned: list[Any]) -> None:
+        """Pause, once, each assigned partition the debug pause file names (tests only)."""
+        wanted = debug_pauses(self.debug_pause_file) - self.paused_for_debug
+        for tp in assigned:
+            if (tp.topic, tp.partition) in wanted:
+                self.paused_for_debug.add((tp.topic, tp.partition))
+                log.warning("debug: pausing %s[%d] in the consumer", tp.topic, tp.partition)
+                consumer.pause_partitions([tp])
 
 
 async def nudge(consumer: Any, tp: Any, position: int, timeout: float = 5.0) -> None:
