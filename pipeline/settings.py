@@ -108,7 +108,8 @@ class Settings:
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     session_timeout_s: float = 10.0  # short: the embedded broker's group join waits on it
     batch_size: int = 1_000
-    batch_within_s: float = 0.05
+    batch_within_s: float = 0.01  # a stage waits this long for a batch to fill
+    fetch_wait_ms: int = 10  # the broker may hold an empty fetch this long (faust: 1,500)
     data_dir: Path = Path(".herald-data")
     store: str = "memory"  # or "rocksdb": state on local disk, so a restart replays little
     policy_file: Path | None = None  # None: policy/default.toml
@@ -177,6 +178,7 @@ class Settings:
             "HERALD_SESSION_TIMEOUT": ("session_timeout_s", float),
             "HERALD_BATCH_SIZE": ("batch_size", int),
             "HERALD_BATCH_WITHIN": ("batch_within_s", float),
+            "HERALD_FETCH_WAIT_MS": ("fetch_wait_ms", int),
             "HERALD_DATA_DIR": ("data_dir", Path),
             "HERALD_STORE": ("store", str),
             "HERALD_POLICY_FILE": ("policy_file", Path),

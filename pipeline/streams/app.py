@@ -35,6 +35,7 @@ from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams import progress
+from pipeline.streams.fetch_wait import install_fetch_wait
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
 from pipeline.streams.seek_guard import install_rewind_after_seek
@@ -329,6 +330,7 @@ def build_app(
 
     install_end_offset_guard(settings.broker, settings.security.aiokafka_config())
     install_rewind_after_seek()
+    install_fetch_wait(settings.fetch_wait_ms)
     reference = ReferenceData(policy, codec)
     ingest_stage = Ingest(
         codec, KeyMaker(settings.subscriber_secret.reveal()), policy, settings.partitions,
