@@ -55,6 +55,7 @@ class InRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    part: int | None = None  # which CandidateBatch of a CandidateBundle, if one
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,8 @@ class DeadLetters:
         error_type = type(error).__name__
         self.metrics.dead_letters.labels(stage=stage, error_type=error_type).inc()
         log.warning(
-            "dead letter: stage=%s error=%s topic=%s partition=%d offset=%d",
-            stage, error_type, src.topic, src.partition, src.offset,
+            "dead letter: stage=%s error=%s topic=%s partition=%d offset=%d part=%s",
+            stage, error_type, src.topic, src.partition, src.offset, src.part,
         )  # fmt: skip
         key, original = src.key, src.value or b""
         if len(original) + len(key or b"") > MAX_RECORD_BYTES:
@@ -102,7 +103,8 @@ class DeadLetters:
         value = self.codec.encode(
             "herald.v1.DeadLetter",
             {
-                "dead_letter_id": f"{src.topic}/{src.partition}/{src.offset}",
+                "dead_letter_id": f"{src.topic}/{src.partition}/{src.offset}"
+                + (f"#{src.part}" if src.part is not None else ""),
                 "source_topic": src.topic,
                 "source_partition": src.partition,
                 "source_offset": src.offset,
@@ -180,8 +182,8 @@ class Ingest:
     def process_in_chunks(
         self, batch: Iterable[InRecord], windows: WindowStore, chunk: int = 1 << 62
     ) -> Iterator[list[OutRecord]]:
-        """Yield `process`'s outputs in one piece: a batch of events makes few records."""
-        yield self.process(batch, windows)
+        """Yield `process`'s outputs in one piece, candidate batches bundled by partition."""
+        yield bundle_candidates(self.process(batch, windows), self.candidates_topic, self.codec)
 
     def _fan_out(
         self, src: InRecord, event: BusinessEvent, windows: WindowStore, now: int
@@ -311,6 +313,17 @@ class Decide:
         return []
 
     def _decide(self, src: InRecord, states: StateStore) -> list[OutRecord]:
+        if self.codec.writer_of(src.value or b"").name == BUNDLE:
+            bundle = self.codec.decode(BUNDLE, src.value or b"")
+            out: list[OutRecord] = []
+            for i, inner in enumerate(bundle["batches"]):
+                # One bad batch is one dead letter; the bundle's others are decided.
+                part = InRecord(src.topic, src.partition, src.offset, src.key, inner, i)
+                out.extend(self._guarded(part, states, self._decide_batch))
+            return out
+        return self._decide_batch(src, states)
+
+    def _decide_batch(self, src: InRecord, states: StateStore) -> list[OutRecord]:
         wire = self.codec.decode("herald.v1.CandidateBatch", src.value or b"")
         candidates = records.candidates_from_wire(wire)
         now = self.clock()
@@ -355,6 +368,43 @@ class Decide:
         )
         value = self.codec.encode("herald.v1.Suppression", wire, check=False)
         return OutRecord(topics.SUPPRESSIONS, key, value)
+
+
+BUNDLE = "herald.v1.CandidateBundle"
+# A bundle's candidate batches, at most: a fraction of the 1 MB record limit (a batch
+# bigger than this goes alone).
+BUNDLE_BYTES = 256 * 1024
+
+
+def bundle_candidates(
+    out: Iterable[OutRecord], candidates_topic: str, codec: SchemaRegistry,
+    limit: int = BUNDLE_BYTES,
+) -> list[OutRecord]:  # fmt: skip
+    """Pack the candidate batches bound for each partition into CandidateBundle records.
+
+    The decide stage pays more per Kafka record than per candidate: a hundred small
+    events, each reaching a few partitions, become one record per partition instead
+    of hundreds. Order within a partition is kept; other records pass through.
+    """
+    passed: list[OutRecord] = []
+    packs: dict[int | None, list[list[bytes]]] = {}
+    filled: dict[int | None, int] = {}  # bytes in each partition's last bundle
+    for r in out:
+        if r.topic != candidates_topic:
+            passed.append(r)
+            continue
+        pack = packs.setdefault(r.partition, [[]])
+        if pack[-1] and filled[r.partition] + len(r.value) > limit:
+            pack.append([])
+            filled[r.partition] = 0
+        pack[-1].append(r.value)
+        filled[r.partition] = filled.get(r.partition, 0) + len(r.value)
+    bundles = [
+        OutRecord(candidates_topic, None, codec.encode(BUNDLE, {"batches": batches}), partition)
+        for partition, pack in packs.items()
+        for batches in pack
+    ]
+    return bundles + passed
 
 
 class KeyMismatch(ValueError):

@@ -307,6 +307,7 @@ EXAMPLES: list[tuple[str, dict[str, Any]]] = [
             "source_offset": 99,
         },
     ),
+    ("CandidateBundle", {"batches": [b"\xc3\x01 any bytes", b""]}),
     (
         "CandidateBatch",
         {
@@ -361,7 +362,7 @@ def test_schema_file_parses_on_its_own(path: Path) -> None:
 
 
 def test_registry_holds_every_record() -> None:
-    """The repository's schema directory registers the nine wire records."""
+    """The repository's schema directory registers the ten wire records."""
     names = default_registry().names()
     assert names == tuple(
         NS + n
@@ -371,6 +372,7 @@ def test_registry_holds_every_record() -> None:
                 "BusinessEvent",
                 "BusinessProfile",
                 "CandidateBatch",
+                "CandidateBundle",
                 "DeadLetter",
                 "Delivery",
                 "LinkReputation",

@@ -17,7 +17,14 @@ from pipeline.domain.models import DAY_MS, HOUR_MS, SubscriberState
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.policy import default_policy
 from pipeline.simulate import Scenario, build_traffic, encoded
-from pipeline.streams.stages import Decide, Ingest, InRecord, OutRecord, partition_for
+from pipeline.streams.stages import (
+    Decide,
+    Ingest,
+    InRecord,
+    OutRecord,
+    bundle_candidates,
+    partition_for,
+)
 
 NOW = 1_732_530_000_000
 DECIDE_INPUTS = (topics.ACCOUNT_LINKS, topics.USER_SIGNALS)
@@ -624,3 +631,44 @@ def test_chunked_decide_changes_only_when_outputs_leave(metrics: Metrics) -> Non
     assert chunked_states == whole_states
     # A batch of signals alone still ends in a chunk: the caller writes state after each.
     assert list(decide.process_in_chunks(signals, chunked_states, chunk=100)) == [[]]
+
+
+def test_candidate_batches_travel_bundled_by_partition(metrics: Metrics) -> None:
+    """Ingest's shell output: one bundle per partition, batches in order, the rest as is."""
+    _setup, _signals, candidates = _simulated_day(CODEC, metrics)
+    batches = [OutRecord(CANDIDATES, r.key, r.value or b"", r.partition) for r in candidates]
+    other = OutRecord(topics.SUPPRESSIONS, b"k", b"v")
+    bundled = bundle_candidates([*batches, other], CANDIDATES, CODEC)
+    assert bundled[-1] == other
+    bundles = [r for r in bundled if r.topic == CANDIDATES]
+    assert len(bundles) == len({r.partition for r in batches}) < len(batches)
+    for b in bundles:
+        inner = CODEC.decode("herald.v1.CandidateBundle", b.value)["batches"]
+        assert inner == [r.value for r in batches if r.partition == b.partition]
+    small = bundle_candidates(batches, CANDIDATES, CODEC, limit=2_000)
+    assert len(small) > len(bundles), "a bundle stops growing at its byte limit"
+
+
+def test_decide_gives_bundled_batches_the_outcomes_they_get_alone(metrics: Metrics) -> None:
+    """A bundle decides like its batches one by one; a bad batch in it is one dead letter."""
+    setup, signals, candidates = _simulated_day(CODEC, metrics)
+    decide = _decide(metrics)
+    alone, bundled = States(), States()
+    decide.process([*setup, *signals], alone)
+    decide.process([*setup, *signals], bundled)
+    expected = decide.process(candidates, alone)
+    batches = [OutRecord(CANDIDATES, r.key, r.value or b"", r.partition) for r in candidates]
+    bundles = [_as_input(b, i) for i, b in enumerate(bundle_candidates(batches, CANDIDATES, CODEC))]
+    got = decide.process(bundles, bundled)
+    assert sorted(r.value for r in got) == sorted(r.value for r in expected)
+    assert bundled == alone
+
+    first = CODEC.decode("herald.v1.CandidateBundle", bundles[0].value or b"")["batches"]
+    broken = CODEC.encode("herald.v1.CandidateBundle", {"batches": [b"garbage", *first]})
+    out = decide.process([InRecord(CANDIDATES, 0, 7, None, broken)], States())
+    dead = [
+        CODEC.decode("herald.v1.DeadLetter", r.value) for r in out if r.topic == topics.DEAD_LETTERS
+    ]
+    assert [d["dead_letter_id"] for d in dead] == [f"{CANDIDATES}/0/7#0"]
+    assert dead[0]["value"] == b"garbage", "the bad batch alone is kept, for replay"
+    assert len(out) > 1, "the bundle's good batches are still decided"
