@@ -1,13 +1,19 @@
-"""A new deployment decides the events published while its consumer group is joining."""
+"""Events published while a worker's consumer group joins are all decided.
+
+The second test fails without pipeline/streams/seek_guard.py: faust hands the events it
+prefetched during table recovery to its streams while it seeks, then clears the streams.
+"""
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
 import pytest
 
 from pipeline import topics
+from pipeline.broker import EmbeddedBroker
 from pipeline.settings import Settings
 from pipeline.simulate import publish
 from pipeline.verify import wait_for_outcomes
@@ -36,3 +42,46 @@ def test_events_published_while_a_fresh_group_joins_are_all_decided(
     publish(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret))
     report = wait_for_outcomes(settings, _expected_pairs(events, secret), 45)
     assert report.ok, report.summary() + "\n" + worker.log()[-3000:]
+
+
+SEEKING = "Seek stream partitions to committed offsets."
+
+
+def test_events_prefetched_during_table_recovery_survive_its_end(
+    broker: EmbeddedBroker, settings: Settings, worker_factory: Any
+) -> None:
+    """A broker hiccup as recovery ends lets faust hand over and then clear them: refetched."""
+    now = int(time.time() * 1000)
+    secret = settings.subscriber_secret.reveal()
+    phones, setup = _setup(now)
+    phones, setup = phones[:300], setup[:600]  # links and opt-ins: a table to recover
+    first = worker_factory()
+    publish(settings, _encoded(setup, secret))
+    first.wait_consumed({topics.ACCOUNT_LINKS: 300, topics.USER_SIGNALS: 300})
+    assert first.process is not None
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    events = [
+        {"event_id": f"during-{i}", "business_id": f"biz-{i}", "kind": "SERVICE_UPDATE",
+         "occurred_at": now, "expires_at": now + 86_400_000,
+         "recipients": phones[i * 10 : i * 10 + 10], "entity_id": None, "entity_version": None,
+         "tags": [], "offer": None,
+         "payload": {"ServiceUpdate": {"service": "depot", "status": f"s{i}"}},
+         "template": {"name": "depot", "language": "id", "params": [f"notice {i}"]}}
+        for i in range(12)
+    ]  # fmt: skip
+    # A stall detector would refetch lost events after 30 s: keep it out of the way.
+    second = worker_factory(HERALD_STALL_AFTER="600")
+    publish(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret))
+    # The restarted worker prefetches them while it recovers its table. When it starts
+    # seeking its input partitions to their committed offsets, the broker stalls for
+    # 2 s: faust's seek waits on it while its fetcher hands the prefetched events over.
+    deadline = time.monotonic() + 60
+    while second.log().count(SEEKING) < 2:  # the first worker's log line is there too
+        assert time.monotonic() < deadline, "the restarted worker never finished recovery"
+        time.sleep(0.01)
+    broker.pause()
+    time.sleep(2)
+    broker.resume()
+    report = wait_for_outcomes(settings, _expected_pairs(events, secret), 45)
+    assert report.ok, report.summary() + "\n" + second.log()[-3000:]
