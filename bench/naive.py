@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pipeline import topics
+from pipeline.processes import stop_process
 from pipeline.settings import Settings
 
 NAIVE_EVENTS = "bench-naive-events"
@@ -198,14 +199,7 @@ class NaiveWorker:
         return {"consumed": {}, "sent": 0}
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def naive_phase(run: Any) -> None:

@@ -46,6 +46,7 @@ from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.codec import HEADER_LENGTH, default_registry
 from pipeline.demo import Progress, expected_outcomes, scrape
 from pipeline.domain.models import HOUR_MS
+from pipeline.processes import stop_process
 from pipeline.settings import Settings
 from pipeline.simulate import RETAILER, Scenario, Traffic, build_traffic, encoded
 
@@ -628,14 +629,7 @@ class Worker:
         return ""
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -810,13 +804,7 @@ class PySpy:
         time.sleep(1.0)  # attached before the first timed record
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig=signal.SIGINT)  # py-spy writes its output on SIGINT
         self._log.close()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline.errors import BrokerError
+from pipeline.processes import stop_process
 
 
 def free_port() -> int:
@@ -99,12 +100,7 @@ class EmbeddedBroker:
         """Stop the broker (SIGTERM, then SIGKILL) and reap it."""
         if self.process is not None and self.process.poll() is None:
             self.resume()  # a stopped process ignores SIGTERM until continued
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None

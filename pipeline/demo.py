@@ -27,6 +27,7 @@ from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.domain import InvalidEvent, KeyMaker, expand, validate_event
 from pipeline.jsonio import json_to_record
 from pipeline.policy import default_policy
+from pipeline.processes import stop_process
 from pipeline.settings import Settings
 from pipeline.simulate import Scenario, Traffic, build_traffic, encoded, garbage_records, publish
 from pipeline.streams.records import event_from_wire
@@ -162,12 +163,7 @@ def run_demo(
                           f"({len(traffic.garbage)} of them garbage)")  # fmt: skip
             progress = _follow(url, expected, len(traffic.garbage), started, timeout, console, live)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop_process(worker)
     complete = progress.outcomes >= expected
     elapsed = time.monotonic() - started
     console.print(render(progress, expected, elapsed, progress.outcomes / elapsed))

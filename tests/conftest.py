@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.demo import Progress, scrape
+from pipeline.processes import stop_process
 from pipeline.settings import Settings
 from pipeline.topics import create_topics, herald_topics
 
@@ -82,13 +83,7 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture

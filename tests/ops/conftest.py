@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline.broker import free_port
+from pipeline.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules.yml"
@@ -91,13 +92,7 @@ class PrometheusServer:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
 
 
 @pytest.fixture
