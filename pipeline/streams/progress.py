@@ -228,6 +228,8 @@ class ProgressWatch:
                 samples[tp] = (position, end[tp])
         report = self.detector.update(samples)
         for tp, lag in report.lags.items():
+            # Touched so the counter exists at 0: a rate over no series is no answer.
+            metrics.stalls.labels(tp.topic, str(tp.partition))
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
             metrics.partition_stalled.labels(tp.topic, str(tp.partition)).set(
                 1 if tp in report.stalled else 0
