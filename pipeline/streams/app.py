@@ -133,6 +133,9 @@ class TableCache(dict[str, V]):
         return changes
 
 
+# How long a stopping worker waits for the batch in hand to be written.
+FINISH_ON_STOP_S = 60.0
+
 # Outputs a stage sends at once: ~2 MB of outcomes, under a second of deciding.
 FLUSH_AT = 5_000
 
@@ -402,7 +405,8 @@ def build_app(
         """
         await reference.caught_up.wait()  # no decision before suspensions are known
         latency = metrics.stage_latency.labels(stage=stage.name)
-        async for events in as_stream(stream).take_events(size, within=within):
+
+        async def handle(events: Sequence[EventT[Any]]) -> None:
             started = time.perf_counter()
             stage.policy = reference.policy
             out: list[OutRecord] = []
@@ -418,6 +422,18 @@ def build_app(
                         out, changes = [], []
             await flush(table, changes, out)
             latency.observe(time.perf_counter() - started)
+
+        async for events in as_stream(stream).take_events(size, within=within):
+            batch = asyncio.ensure_future(handle(events))
+            try:
+                await asyncio.shield(batch)
+            except asyncio.CancelledError:
+                # A graceful stop cancels the agent wherever it awaits, and faust's
+                # take_events then acks the batch's events whatever became of them (in a
+                # `finally`): a batch cut off between its sends would be committed with
+                # outputs missing. Finish it first; faust waits for the agent to end.
+                await asyncio.wait_for(asyncio.shield(batch), FINISH_ON_STOP_S)
+                raise
 
     async def flush(table: Any, changes: list[OutRecord], out: list[OutRecord]) -> None:
         # State first: a replay then finds what was decided.

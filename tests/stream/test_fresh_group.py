@@ -17,7 +17,7 @@ from pipeline.broker import EmbeddedBroker
 from pipeline.settings import Settings
 from pipeline.simulate import publish
 from pipeline.verify import wait_for_outcomes
-from tests.stream.test_crash import _encoded, _expected_pairs, _setup
+from tests.stream.test_crash import _encoded, _expected_pairs, _service_update, _setup
 
 pytestmark = pytest.mark.broker
 
@@ -30,14 +30,9 @@ def test_events_published_while_a_fresh_group_joins_are_all_decided(
     secret = settings.subscriber_secret.reveal()
     phones = _setup(now)[0][:60]  # no account links: every pair is a NO_ACCOUNT suppression
     events = [
-        {"event_id": f"early-{i}", "business_id": "parcelgo", "kind": "SERVICE_UPDATE",
-         "occurred_at": now, "expires_at": now + 86_400_000,
-         "recipients": phones[i * 10 : i * 10 + 10], "entity_id": None, "entity_version": None,
-         "tags": [], "offer": None,
-         "payload": {"ServiceUpdate": {"service": "depot", "status": f"s{i}"}},
-         "template": {"name": "depot", "language": "id", "params": [f"notice {i}"]}}
+        _service_update(f"early-{i}", "parcelgo", phones[i * 10 : i * 10 + 10], now, i)
         for i in range(6)
-    ]  # fmt: skip
+    ]
     worker = worker_factory()
     publish(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret))
     report = wait_for_outcomes(settings, _expected_pairs(events, secret), 45)
@@ -62,14 +57,9 @@ def test_events_prefetched_during_table_recovery_survive_its_end(
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     events = [
-        {"event_id": f"during-{i}", "business_id": f"biz-{i}", "kind": "SERVICE_UPDATE",
-         "occurred_at": now, "expires_at": now + 86_400_000,
-         "recipients": phones[i * 10 : i * 10 + 10], "entity_id": None, "entity_version": None,
-         "tags": [], "offer": None,
-         "payload": {"ServiceUpdate": {"service": "depot", "status": f"s{i}"}},
-         "template": {"name": "depot", "language": "id", "params": [f"notice {i}"]}}
+        _service_update(f"during-{i}", f"biz-{i}", phones[i * 10 : i * 10 + 10], now, i)
         for i in range(12)
-    ]  # fmt: skip
+    ]
     # A stall detector would refetch lost events after 30 s: keep it out of the way.
     second = worker_factory(HERALD_STALL_AFTER="600")
     publish(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret))

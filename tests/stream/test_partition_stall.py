@@ -23,7 +23,7 @@ from pipeline.simulate import publish
 from pipeline.streams.stages import partition_for
 from pipeline.verify import wait_for_outcomes
 from tests.conftest import PARTITIONS
-from tests.stream.test_crash import BIZ, _encoded, _expected_pairs, _setup
+from tests.stream.test_crash import BIZ, _encoded, _expected_pairs, _service_update, _setup
 from tests.stream.test_stall import wait_for_status
 
 pytestmark = pytest.mark.broker
@@ -56,14 +56,8 @@ def test_a_partition_left_paused_is_noticed_nudged_and_drained(
     secret = settings.subscriber_secret.reveal()
     phones = _setup(now)[0][:40]
     events = [
-        {"event_id": f"stuck-{i}", "business_id": BIZ, "kind": "SERVICE_UPDATE",
-         "occurred_at": now, "expires_at": now + 86_400_000,
-         "recipients": phones[i * 10 : i * 10 + 10], "entity_id": None, "entity_version": None,
-         "tags": [], "offer": None,
-         "payload": {"ServiceUpdate": {"service": "depot", "status": f"s{i}"}},
-         "template": {"name": "depot", "language": "id", "params": [f"notice {i}"]}}
-        for i in range(4)
-    ]  # fmt: skip
+        _service_update(f"stuck-{i}", BIZ, phones[i * 10 : i * 10 + 10], now, i) for i in range(4)
+    ]
     partition = partition_for(BIZ, PARTITIONS)  # every event is keyed by its business
     pause = tmp_path / "pause"
     pause.write_text("")
