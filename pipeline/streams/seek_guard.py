@@ -59,13 +59,22 @@ def install_rewind_after_seek() -> None:
         committed = {tp: self._committed_offset.get(tp) for tp in tps}
         fresh = [tp for tp in tps if committed[tp] is None]
         earliest = await self.earliest_offsets(*fresh) if fresh else {}
-        # From here on no await: faust clears the stream queues right after we return.
-        for tp, offset in rewind_targets(tps, committed, earliest).items():
-            try:
-                self._thread.seek(tp, offset)  # as faust's own seek does, from this thread
-            except Exception as exc:  # reassigned meanwhile: the next rebalance seeks it
-                log.info("not rewinding %s[%d]: %s", tp.topic, tp.partition, exc)
-                continue
+        targets = rewind_targets(tps, committed, earliest)
+        thread = self._thread
+
+        def seek_all() -> None:
+            for tp, offset in targets.items():
+                try:
+                    thread.seek(tp, offset)
+                except Exception as exc:  # reassigned meanwhile: the next rebalance seeks it
+                    log.info("not rewinding %s[%d]: %s", tp.topic, tp.partition, exc)
+
+        # In the consumer's thread, queued behind any fetch in flight: seeking from this
+        # thread raced the fetcher, which crashed (KeyError) and left the worker idle.
+        # A fetch queued after the seeks is handed over only after faust has cleared
+        # the queues (no await between our return and the clear).
+        await thread.call_thread(seek_all)
+        for tp in targets:
             self._read_offset[tp] = committed[tp]
 
     ThreadDelegateConsumer.perform_seek = perform_seek_and_rewind  # type: ignore[method-assign]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline import topics
+from pipeline.broker import EmbeddedBroker
 from pipeline.codec import default_registry
 from pipeline.domain import KeyMaker
 from pipeline.jsonio import json_to_record
@@ -139,6 +140,37 @@ def test_sigterm_mid_run_then_restart_emits_no_record_twice(
     print(report.summary())
     assert report.ok, report.summary()
     assert report.repeated_records == 0, report.summary()
+
+
+def test_sigterm_while_a_batch_waits_on_the_broker_commits_nothing_unwritten(
+    broker: EmbeddedBroker, settings: Settings, worker_factory: Any
+) -> None:
+    """Stopped mid-send (broker frozen), the worker finishes the batch before committing it."""
+    now = int(time.time() * 1000)
+    secret = settings.subscriber_secret.reveal()
+    phones, setup = _setup(now)
+    events = _events(phones, now)[:30]
+    worker = worker_factory()
+    publish(settings, _encoded(setup, secret))
+    worker.wait_consumed({topics.ACCOUNT_LINKS: SUBSCRIBERS, topics.USER_SIGNALS: SUBSCRIBERS})
+    publish(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret))
+    deadline = time.monotonic() + 60
+    while worker.progress().outcomes < 2_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    broker.pause()  # the agents' next sends wait on the broker, batches in hand
+    try:
+        time.sleep(1.0)
+        assert worker.process is not None
+        worker.process.send_signal(signal.SIGTERM)  # the stop cancels them in those sends
+        time.sleep(2.0)
+    finally:
+        broker.resume()
+    worker.process.wait(60)
+    assert worker.process.returncode == 0, worker.log()[-2000:]
+    worker_factory()
+    report = wait_for_outcomes(settings, _expected_pairs(events, secret), 120)
+    print(report.summary())
+    assert report.ok, report.summary()
 
 
 def test_scale_out_and_in_under_traffic_moves_state_without_loss(
