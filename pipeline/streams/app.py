@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl
 import time
-import weakref
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
-from faust.streams import _current_event  # the context var tables read the partition from
 from faust.types import TP, EventT
 
 from pipeline import topics
@@ -39,7 +34,7 @@ from pipeline.streams.fetch_wait import install_fetch_wait
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
 from pipeline.streams.seek_guard import install_rewind_after_seek
-from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
+from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord, partition_of
 from pipeline.streams.state_codec import decode_state, encode_state
 
 EMPTY_STATE = SubscriberState()
@@ -109,7 +104,7 @@ class TableCache(dict[str, V]):
         # Values are immutable: the same object back means nothing changed, and writing a
         # big business window back for every batch would cost milliseconds and a changelog
         # record each time.
-        if key in self and super().__getitem__(key) is value:
+        if dict.get(self, key) is value:
             return
         self.dirty.add(key)
         super().__setitem__(key, value)
@@ -162,16 +157,6 @@ def encode_window(window: BusinessWindow) -> bytes:
 
 def decode_window(data: bytes) -> BusinessWindow:
     return BusinessWindow(MappingProxyType(orjson.loads(data)))
-
-
-@contextlib.contextmanager
-def on_partition_of(event: EventT[Any]) -> Iterator[None]:
-    """Make faust's tables write changelog records to `event`'s partition."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def as_stream(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
@@ -254,18 +239,6 @@ class BulkSender:
         """
         for (topic, partition), offset in (await self.send(changes)).items():
             table.data.set_persisted_offset(TP(topic, partition), offset)
-
-
-@lru_cache(maxsize=1 << 20)
-def _murmur2_partition(key: bytes, partitions: int) -> int:
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def partition_of(key: bytes | None, partitions: int) -> int:
-    """Return the partition Kafka's default partitioner picks for `key` (any, for None)."""
-    if key is None:
-        return random.randrange(partitions)
-    return _murmur2_partition(key, partitions)
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -415,8 +388,7 @@ def build_app(
                 cached = cache(table)
                 for chunk in stage.process_in_chunks(in_records(group), cached, FLUSH_AT):
                     out.extend(chunk)
-                    with on_partition_of(group[-1]):
-                        changes.extend(cached.write_back(group[-1].message.partition))
+                    changes.extend(cached.write_back(group[-1].message.partition))
                     if len(out) >= FLUSH_AT:
                         await flush(table, changes, out)
                         out, changes = [], []

@@ -8,6 +8,7 @@ agent a dozen lines.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -66,10 +67,21 @@ class OutRecord:
     partition: int | None = None  # None: the producer's key partitioner decides
 
 
-@lru_cache(maxsize=1 << 20)
 def partition_for(key: str, partitions: int) -> int:
     """Return the partition Kafka's default (murmur2) partitioner gives a key."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return partition_of(key.encode(), partitions)
+
+
+@lru_cache(maxsize=1 << 20)
+def _murmur2_partition(key: bytes, partitions: int) -> int:
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partition_of(key: bytes | None, partitions: int) -> int:
+    """Return the partition Kafka's default partitioner picks for `key` (any, for None)."""
+    if key is None:
+        return random.randrange(partitions)
+    return _murmur2_partition(key, partitions)
 
 
 # The biggest record the worker's producer sends is faust's producer_max_request_size
