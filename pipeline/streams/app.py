@@ -12,14 +12,16 @@ import asyncio
 import contextlib
 import ssl
 import time
+import weakref
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import faust
 import orjson
+from faust.streams import _current_event  # the context var stores read the partition from
 from faust.types import TP, EventT
 
 from pipeline import topics
@@ -157,6 +159,16 @@ def encode_window(window: BusinessWindow) -> bytes:
 
 def decode_window(data: bytes) -> BusinessWindow:
     return BusinessWindow(MappingProxyType(orjson.loads(data)))
+
+
+@contextlib.contextmanager
+def on_partition_of(event: EventT[Any]) -> Iterator[None]:
+    """Make faust's stores see `event` as current: RocksDB writes to its partition's db."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def as_stream(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
@@ -388,7 +400,10 @@ def build_app(
                 cached = cache(table)
                 for chunk in stage.process_in_chunks(in_records(group), cached, FLUSH_AT):
                     out.extend(chunk)
-                    changes.extend(cached.write_back(group[-1].message.partition))
+                    # The RocksDB store picks its per-partition database from faust's
+                    # current event when write_back stores a value.
+                    with on_partition_of(group[-1]):
+                        changes.extend(cached.write_back(group[-1].message.partition))
                     if len(out) >= FLUSH_AT:
                         await flush(table, changes, out)
                         out, changes = [], []
