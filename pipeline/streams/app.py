@@ -14,7 +14,7 @@ import ssl
 import time
 import weakref
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import faust
 import orjson
 from faust.streams import _current_event  # the context var stores read the partition from
-from faust.types import TP, EventT
+from faust.types import EventT
 
 from pipeline import topics
 from pipeline.codec import SchemaRegistry, default_registry
@@ -32,11 +32,13 @@ from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams import progress
+from pipeline.streams.envelopes import install_envelopes, records_of
 from pipeline.streams.fetch_wait import install_fetch_wait
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
 from pipeline.streams.seek_guard import install_rewind_after_seek
-from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord, partition_of
+from pipeline.streams.sending import BulkSender, ChunkWriter
+from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
 from pipeline.streams.state_codec import decode_state, encode_state
 
 EMPTY_STATE = SubscriberState()
@@ -178,11 +180,26 @@ def as_stream(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
 
 
 def in_records(events: Sequence[EventT[Any]]) -> list[InRecord]:
-    return [
-        InRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                 e.message.value)
-        for e in events
-    ]  # fmt: skip
+    """Return the Kafka records a batch of events carries, envelopes unwrapped."""
+    out: list[InRecord] = []
+    for e in events:
+        m = e.message
+        wrapped = records_of(m.value)
+        if wrapped is None:
+            out.append(InRecord(m.topic, m.partition, m.offset, m.key, m.value))
+        else:
+            out.extend(InRecord(r.topic, r.partition, r.offset, r.key, r.value) for r in wrapped)
+    return out
+
+
+def with_last(items: Iterable[V]) -> Iterator[tuple[V, bool]]:
+    """Yield each item with whether it is the last one."""
+    it = iter(items)
+    for previous in it:
+        for item in it:
+            yield previous, False
+            previous = item
+        yield previous, True
 
 
 def by_partition(
@@ -193,64 +210,6 @@ def by_partition(
     for e in events:
         groups[e.message.partition].append(e)
     return list(groups.values())
-
-
-class BulkSender:
-    """Sends a batch's records as one Kafka record batch per partition, and counts them.
-
-    faust's `Producer.send` (and aiokafka's `send` under it) is one Python call chain and
-    one future per record, which cost the worker more than deciding; aiokafka's batch
-    builder appends a record in C. Records without a partition go where Kafka's default
-    partitioner puts their key (murmur2), as `send` would.
-    """
-
-    def __init__(self, app: faust.App, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def send(self, out: Sequence[OutRecord]) -> dict[tuple[str, int], int]:
-        """Send records, wait until the broker has acknowledged all; return last offsets."""
-        if not out:
-            return {}
-        # aiokafka's producer, under faust's: faust's own send is per record.
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        groups: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
-        partitions: dict[str, int] = {}
-        for r in out:
-            partition = r.partition
-            if partition is None:
-                if r.topic not in partitions:
-                    partitions[r.topic] = len(await producer.partitions_for(r.topic))
-                partition = partition_of(r.key, partitions[r.topic])
-            groups[r.topic, partition].append(r)
-        pending: list[tuple[asyncio.Future[Any], int]] = []
-        for (topic, partition), records in groups.items():
-            batch, count = producer.create_batch(), 0
-            for r in records:
-                if batch.append(key=r.key, value=r.value, timestamp=None) is None:
-                    # Full: send it and start another (a batch always takes its first record).
-                    sent = await producer.send_batch(batch, topic, partition=partition)
-                    pending.append((sent, count))
-                    batch, count = producer.create_batch(), 0
-                    batch.append(key=r.key, value=r.value, timestamp=None)
-                count += 1
-            pending.append((await producer.send_batch(batch, topic, partition=partition), count))
-        written: dict[tuple[str, int], int] = {}
-        for meta, count in zip(
-            await asyncio.gather(*(f for f, _ in pending)), (c for _, c in pending), strict=True
-        ):
-            tp = (meta.topic, meta.partition)
-            written[tp] = max(written.get(tp, -1), meta.offset + count - 1)
-            self.metrics.records_produced.labels(topic=meta.topic).inc(count)
-        return written
-
-    async def send_changes(self, table: Any, changes: list[OutRecord]) -> None:
-        """Send changelog records, then tell the table's store how far its changelog is written.
-
-        A persistent store (RocksDB) recovers from that offset after a restart instead of
-        replaying the whole changelog; the in-memory store ignores it.
-        """
-        for (topic, partition), offset in (await self.send(changes)).items():
-            table.data.set_persisted_offset(TP(topic, partition), offset)
 
 
 def faust_credentials(security: KafkaSecurity) -> Any:
@@ -319,6 +278,7 @@ def build_app(
     install_end_offset_guard(settings.broker, settings.security.aiokafka_config())
     install_rewind_after_seek()
     install_fetch_wait(settings.fetch_wait_ms)
+    install_envelopes()
     reference = ReferenceData(policy, codec)
     ingest_stage = Ingest(
         codec, KeyMaker(settings.subscriber_secret.reveal()), policy, settings.partitions,
@@ -326,7 +286,8 @@ def build_app(
     )  # fmt: skip
     decide_stage = Decide(codec, policy, candidates, clock, metrics)
     size, within = settings.batch_size, settings.batch_within_s
-    sender = BulkSender(app, metrics)
+    # aiokafka's producer, under faust's: faust's own send is per record.
+    sender = BulkSender(app.producer._ensure_producer, metrics)  # type: ignore[attr-defined]
 
     async def follow_reference_data() -> None:
         await reference.follow(settings.broker, settings.security.aiokafka_config())
@@ -382,11 +343,13 @@ def build_app(
         table: Any,
         cache: Callable[[Any], TableCache[Any]],
     ) -> None:
-        """Feed batches to a stage, one partition at a time; send state, then outputs.
+        """Feed batches to a stage, one partition at a time; write state, then outputs.
 
-        Outputs go out whenever FLUSH_AT of them are ready, not only at the end of the
-        batch: a batch of candidate records can hold a whole campaign, and its first
-        recipients should not wait for its last. Offsets are committed after the batch.
+        A stage yields its outputs in chunks of about FLUSH_AT recipients' worth: a batch
+        can hold a whole campaign, and its first recipients should not wait for its
+        last. Each full chunk is written at once, while the stage goes on; the small
+        remainders of each partition are written together. Offsets are committed
+        after the batch, once everything in it is acknowledged.
         """
         await reference.caught_up.wait()  # no decision before suspensions are known
         latency = metrics.stage_latency.labels(stage=stage.name)
@@ -394,20 +357,25 @@ def build_app(
         async def handle(events: Sequence[EventT[Any]]) -> None:
             started = time.perf_counter()
             stage.policy = reference.policy
+            writer = ChunkWriter(sender, table)
             out: list[OutRecord] = []
             changes: list[OutRecord] = []
-            for group in by_partition(events):
-                cached = cache(table)
-                for chunk in stage.process_in_chunks(in_records(group), cached, FLUSH_AT):
-                    out.extend(chunk)
-                    # The RocksDB store picks its per-partition database from faust's
-                    # current event when write_back stores a value.
-                    with on_partition_of(group[-1]):
-                        changes.extend(cached.write_back(group[-1].message.partition))
-                    if len(out) >= FLUSH_AT:
-                        await flush(table, changes, out)
-                        out, changes = [], []
-            await flush(table, changes, out)
+            try:
+                for group in by_partition(events):
+                    cached = cache(table)
+                    chunks = stage.process_in_chunks(in_records(group), cached, FLUSH_AT)
+                    for chunk, last in with_last(chunks):
+                        out.extend(chunk)
+                        # The RocksDB store picks its per-partition database from faust's
+                        # current event when write_back stores a value.
+                        with on_partition_of(group[-1]):
+                            changes.extend(cached.write_back(group[-1].message.partition))
+                        if not last or len(out) >= FLUSH_AT:
+                            await writer.write(changes, out)
+                            out, changes = [], []
+                await writer.write(changes, out)
+            finally:
+                await writer.close()
             latency.observe(time.perf_counter() - started)
 
         async for events in as_stream(stream).take_events(size, within=within):
@@ -421,11 +389,6 @@ def build_app(
                 # outputs missing. Finish it first; faust waits for the agent to end.
                 await asyncio.wait_for(asyncio.shield(batch), FINISH_ON_STOP_S)
                 raise
-
-    async def flush(table: Any, changes: list[OutRecord], out: list[OutRecord]) -> None:
-        # State first: a replay then finds what was decided.
-        await sender.send_changes(table, changes)
-        await sender.send(out)
 
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:

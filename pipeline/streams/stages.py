@@ -160,42 +160,49 @@ class Ingest:
         unless the event was decided for them before (a replay keeps its outcome).
         """
         windows = windows if windows is not None else _Windows()
-        out: list[OutRecord] = []
-        for src in batch:
-            self.metrics.events_consumed.labels(topic=src.topic).inc()
-            if len(src.value or b"") > MAX_RECORD_BYTES:
-                too_big = InvalidEvent(
-                    f"event is {len(src.value or b'')} bytes, more than the limit of "
-                    f"{MAX_RECORD_BYTES}"
-                )
-                out.append(self.dead.record(src, "validate", too_big, str(too_big)))
-                continue
-            try:
-                wire = self.codec.decode("herald.v1.BusinessEvent", src.value or b"")
-                event = records.event_from_wire(wire)
-            except (CodecError, KeyError, ValueError, TypeError) as exc:
-                out.append(self.dead.record(src, "decode", exc, _safe_message(exc)))
-                continue
-            now = self.clock()
-            try:
-                validate_event(event, self.policy, now)
-            except InvalidEvent as exc:
-                out.append(self.dead.record(src, "validate", exc, str(exc)))
-                continue
-            try:
-                out.extend(self._fan_out(src, event, windows, now))
-            except (CodecError, KeyError, ValueError, TypeError) as exc:
-                # Bytes fastavro reads but the schema cannot hold (an Avro int of more than
-                # 32 bits decodes as a Python int, then fails to re-encode): a dead letter,
-                # never an exception that stops the agent on this record again and again.
-                out.append(self.dead.record(src, "decode", exc, _safe_message(exc)))
-        return out
+        return [r for src in batch for r in self._process_one(src, windows)[0]]
 
     def process_in_chunks(
         self, batch: Iterable[InRecord], windows: WindowStore, chunk: int = 1 << 62
     ) -> Iterator[list[OutRecord]]:
-        """Yield `process`'s outputs in one piece, candidate batches bundled by partition."""
-        yield bundle_candidates(self.process(batch, windows), self.candidates_topic, self.codec)
+        """Like `process`, candidate batches bundled by partition, yielded whenever the
+        events so far reach `chunk` recipients, and last (even empty)."""
+        out: list[OutRecord] = []
+        recipients = 0
+        for src in batch:
+            records, n = self._process_one(src, windows)
+            out.extend(records)
+            recipients += n
+            if recipients >= chunk:
+                yield bundle_candidates(out, self.candidates_topic, self.codec)
+                out, recipients = [], 0
+        yield bundle_candidates(out, self.candidates_topic, self.codec)
+
+    def _process_one(self, src: InRecord, windows: WindowStore) -> tuple[list[OutRecord], int]:
+        """Return one business event's output records and how many recipients it has."""
+        self.metrics.events_consumed.labels(topic=src.topic).inc()
+        if len(src.value or b"") > MAX_RECORD_BYTES:
+            too_big = InvalidEvent(
+                f"event is {len(src.value or b'')} bytes, more than the limit of {MAX_RECORD_BYTES}"
+            )
+            return [self.dead.record(src, "validate", too_big, str(too_big))], 0
+        try:
+            wire = self.codec.decode("herald.v1.BusinessEvent", src.value or b"")
+            event = records.event_from_wire(wire)
+        except (CodecError, KeyError, ValueError, TypeError) as exc:
+            return [self.dead.record(src, "decode", exc, _safe_message(exc))], 0
+        now = self.clock()
+        try:
+            validate_event(event, self.policy, now)
+        except InvalidEvent as exc:
+            return [self.dead.record(src, "validate", exc, str(exc))], 0
+        try:
+            return self._fan_out(src, event, windows, now), len(event.recipients)
+        except (CodecError, KeyError, ValueError, TypeError) as exc:
+            # Bytes fastavro reads but the schema cannot hold (an Avro int of more than
+            # 32 bits decodes as a Python int, then fails to re-encode): a dead letter,
+            # never an exception that stops the agent on this record again and again.
+            return [self.dead.record(src, "decode", exc, _safe_message(exc))], 0
 
     def _fan_out(
         self, src: InRecord, event: BusinessEvent, windows: WindowStore, now: int

@@ -1,0 +1,132 @@
+"""Writing a stage's outputs: whole record batches, state before the outputs it explains.
+
+Two rules hold for every chunk a stage hands over: its changelog records (the state it
+decided with) are acknowledged before its outputs are sent, so a replay after a crash
+finds what was decided and repeats it; and outputs leave in the order they were made.
+Nothing else needs waiting for, so a stage goes on deciding its next chunk while the
+broker writes the last one: waiting for each chunk's two round trips left a worker idle
+a quarter of the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faust.types import TP
+
+from pipeline.metrics import Metrics
+from pipeline.streams.stages import OutRecord, partition_of
+
+# Chunks written but not yet acknowledged, at most, before a stage waits for the oldest.
+IN_FLIGHT = 3
+
+
+@dataclass
+class Pending:
+    """Record batches handed to the producer: (acknowledgement, records in the batch)."""
+
+    sent: list[tuple[asyncio.Future[Any], int]]
+
+
+class BulkSender:
+    """Sends records as one Kafka record batch per partition, and counts them.
+
+    faust's `Producer.send` (and aiokafka's `send` under it) is one Python call chain and
+    one future per record, which cost the worker more than deciding; aiokafka's batch
+    builder appends a record in C. Records without a partition go where Kafka's default
+    partitioner puts their key (murmur2), as `send` would. Batches handed to the
+    producer reach each partition in the order they were handed over.
+    """
+
+    def __init__(self, producer: Any, metrics: Metrics) -> None:
+        self._producer = producer  # a callable returning the started aiokafka producer
+        self.metrics = metrics
+        self._partitions: dict[str, int] = {}
+
+    async def enqueue(self, out: Sequence[OutRecord]) -> Pending:
+        """Hand records to the producer, in batches per partition; do not wait for the broker."""
+        producer = self._producer()
+        groups: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        for r in out:
+            partition = r.partition
+            if partition is None:
+                if r.topic not in self._partitions:
+                    self._partitions[r.topic] = len(await producer.partitions_for(r.topic))
+                partition = partition_of(r.key, self._partitions[r.topic])
+            groups[r.topic, partition].append(r)
+        pending = Pending([])
+        for (topic, partition), records in groups.items():
+            batch, count = producer.create_batch(), 0
+            for r in records:
+                if batch.append(key=r.key, value=r.value, timestamp=None) is None:
+                    # Full: send it and start another (a batch always takes its first record).
+                    sent = await producer.send_batch(batch, topic, partition=partition)
+                    pending.sent.append((sent, count))
+                    batch, count = producer.create_batch(), 0
+                    batch.append(key=r.key, value=r.value, timestamp=None)
+                count += 1
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            pending.sent.append((sent, count))
+        return pending
+
+    async def acknowledged(self, pending: Pending) -> dict[tuple[str, int], int]:
+        """Wait until the broker has every batch; return the last offset written per partition."""
+        written: dict[tuple[str, int], int] = {}
+        metas = await asyncio.gather(*(f for f, _ in pending.sent))
+        for meta, (_, count) in zip(metas, pending.sent, strict=True):
+            tp = (meta.topic, meta.partition)
+            written[tp] = max(written.get(tp, -1), meta.offset + count - 1)
+            self.metrics.records_produced.labels(topic=meta.topic).inc(count)
+        return written
+
+    async def send(self, out: Sequence[OutRecord]) -> dict[tuple[str, int], int]:
+        """Send records and wait until the broker has acknowledged all; return last offsets."""
+        return await self.acknowledged(await self.enqueue(out)) if out else {}
+
+
+class ChunkWriter:
+    """Writes one batch's chunks for a stage: state, then outputs, without stalling it.
+
+    `write` hands a chunk's changelog records to the producer at once and returns; a task
+    sends the chunk's outputs once that state is acknowledged and the previous chunk's
+    outputs are. `close` waits for all of it: the caller commits its input offsets only
+    after. A failed send fails `close` (and every later chunk of the batch).
+    """
+
+    def __init__(self, sender: BulkSender, table: Any) -> None:
+        self.sender, self.table = sender, table
+        self._tasks: deque[asyncio.Future[None]] = deque()
+
+    async def write(self, changes: list[OutRecord], out: list[OutRecord]) -> None:
+        while len(self._tasks) >= IN_FLIGHT:
+            await self._tasks.popleft()
+        state = await self.sender.enqueue(changes)
+        before = self._tasks[-1] if self._tasks else None
+        self._tasks.append(asyncio.ensure_future(self._outputs(state, before, out)))
+        # Handing batches to the producer need not suspend the stage: give the producer's
+        # sender (and the other agent) a turn now, not when the whole batch is done.
+        await asyncio.sleep(0)
+
+    async def _outputs(
+        self, state: Pending, before: asyncio.Future[None] | None, out: list[OutRecord]
+    ) -> None:
+        for (topic, partition), offset in (await self.sender.acknowledged(state)).items():
+            # A persistent store (RocksDB) recovers from here after a restart instead of
+            # replaying the whole changelog; the in-memory store ignores it.
+            self.table.data.set_persisted_offset(TP(topic, partition), offset)
+        if before is not None:
+            await before
+        await self.sender.send(out)
+
+    async def close(self) -> None:
+        """Wait until every chunk's state and outputs are acknowledged."""
+        try:
+            while self._tasks:
+                await self._tasks.popleft()
+        finally:
+            for task in self._tasks:  # after a failure: nothing is left running unawaited
+                task.cancel()
