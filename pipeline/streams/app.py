@@ -32,7 +32,7 @@ from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams import progress
-from pipeline.streams.envelopes import install_envelopes, records_of
+from pipeline.streams.envelopes import envelope_table, install_envelopes, records_of
 from pipeline.streams.fetch_wait import install_fetch_wait
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
@@ -262,6 +262,7 @@ def build_app(
         # outcomes, under the producer's 1 MB request limit.
         producer_max_batch_size=512 * 1024,
         web_enabled=False,
+        Table=envelope_table(),
     )
     # Bytes in, bytes out: the Avro codec decodes inside the stages, where a bad record
     # becomes a dead letter instead of an error deep inside faust. (Declaring the topics
@@ -271,6 +272,9 @@ def build_app(
     decide_in = app.topic(candidates, topics.ACCOUNT_LINKS, topics.USER_SIGNALS, **raw)
     table_args: dict[str, Any] = {
         "partitions": settings.partitions, "key_type": bytes, "value_type": bytes,
+        # Recovery applies its buffer every this many changelog events: envelopes of up
+        # to a fetch's worth of records each (faust's default, 1,000, assumes records).
+        "recovery_buffer_size": 4,
     }  # fmt: skip
     subscribers = app.Table("subscribers", **table_args)
     businesses = app.Table("businesses", **table_args)  # co-partitioned with business-events
