@@ -167,3 +167,21 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         registry=registry,
     )
+
+
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """Record `count` observations of the same `amount`, as `count` calls of observe would.
+
+    A batch's candidates share one event and one decision time, hence one latency; one
+    observe per candidate cost more than a tenth of deciding it. Uses the histogram's
+    bucket counters directly (prometheus_client 0.2x); test_metrics checks the samples
+    match `count` observe calls.
+    """
+    if count <= 0:
+        return
+    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
+    histogram._sum.inc(amount * count)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(count)
+            break

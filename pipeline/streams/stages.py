@@ -41,7 +41,7 @@ from pipeline.domain.models import (
     SubscriberState,
     Suppress,
 )
-from pipeline.metrics import Metrics
+from pipeline.metrics import Metrics, observe_many
 from pipeline.streams import records
 
 log = logging.getLogger(__name__)
@@ -345,48 +345,64 @@ class Decide:
     def _decide_batch(self, src: InRecord, states: StateStore) -> list[OutRecord]:
         wire = self.codec.decode("herald.v1.CandidateBatch", src.value or b"")
         candidates = records.candidates_from_wire(wire)
+        if not candidates:
+            return []
         now = self.clock()
         before = [states[c.recipient.subscriber].outcomes for c in candidates]
         decisions = decide_batch(candidates, states, self.policy, now)
         # Each candidate adds its event's outcome unless remembered (a replay): whatever
         # else is gone was pruned by age.
-        event_id = candidates[0].event.event_id if candidates else ""
-        expected = sum(len(o) + (event_id not in o) for o in before)
+        event = candidates[0].event
+        expected = sum(len(o) + (event.event_id not in o) for o in before)
         kept = sum(len(states[c.recipient.subscriber].outcomes) for c in candidates)
         if expected > kept:
             self.evictions.inc(expected - kept)
-        emitted = (
-            self._emit(c, d, states, now) for c, d in zip(candidates, decisions, strict=True)
+        # A batch is one event decided at one instant: its metrics are counted once.
+        observe_many(
+            self.metrics.decision_latency, max(0, now - event.occurred_at) / 1000, len(candidates)
         )
-        return [r for r in emitted if r is not None]
+        delivered, suppressed = 0, Counter[Reason]()
+        out: list[OutRecord] = []
+        for c, d in zip(candidates, decisions, strict=True):
+            if isinstance(d, Deliver):
+                record = self._delivery(c, d, states)
+                if record is not None:
+                    out.append(record)
+                    delivered += 1
+            else:
+                out.append(self._suppression(c, d))
+                suppressed[d.reason] += 1
+        category = candidates[0].category.value
+        if delivered:
+            self._delivered(category, event.kind.value).inc(delivered)
+        for reason, n in suppressed.items():
+            self._suppressed(reason.value, category).inc(n)
+        if suppressed[Reason.LINK_BLOCKED]:
+            self.metrics.blocked_links.labels(business=event.business_id).inc(
+                suppressed[Reason.LINK_BLOCKED]
+            )
+        return out
 
-    def _emit(
-        self, c: Candidate, d: Deliver | Suppress, states: StateStore, now: int
-    ) -> OutRecord | None:
-        self.metrics.decision_latency.observe(max(0, now - c.event.occurred_at) / 1000)
-        key = c.recipient.subscriber.encode()
+    def _delivery(self, c: Candidate, d: Deliver, states: StateStore) -> OutRecord | None:
         account = states[c.recipient.subscriber].account
-        if isinstance(d, Deliver) and account is not None:
-            self._delivered(c.category.value, c.event.kind.value).inc()
-            wire = records.delivery_to_wire(c, d, account.wa_id)
-            # Unchecked: records.py builds outcomes from decoded records (a unit test checks
-            # a simulated day's worth against the schemas).
-            value = self.codec.encode("herald.v1.Delivery", wire, check=False)
-            return OutRecord(topics.DELIVERIES, key, value)
-        if isinstance(d, Deliver):
+        if account is None:
             # A replayed delivery for a subscriber whose state no longer holds the account
             # (a deleted account keeps its wa_id; only lost state gets here): the original
             # Delivery stands, and a second, different outcome would break the contract.
             log.info("replayed delivery not re-emitted: account no longer known")
             return None
-        self._suppressed(d.reason.value, c.category.value).inc()
-        if d.reason is Reason.LINK_BLOCKED:
-            self.metrics.blocked_links.labels(business=c.event.business_id).inc()
+        wire = records.delivery_to_wire(c, d, account.wa_id)
+        # Unchecked: records.py builds outcomes from decoded records (a unit test checks
+        # a simulated day's worth against the schemas).
+        value = self.codec.encode("herald.v1.Delivery", wire, check=False)
+        return OutRecord(topics.DELIVERIES, c.recipient.subscriber.encode(), value)
+
+    def _suppression(self, c: Candidate, d: Suppress) -> OutRecord:
         wire = records.suppression_to_wire(
             c.event, c.category, c.recipient.subscriber, c.recipient.index, d
         )
         value = self.codec.encode("herald.v1.Suppression", wire, check=False)
-        return OutRecord(topics.SUPPRESSIONS, key, value)
+        return OutRecord(topics.SUPPRESSIONS, c.recipient.subscriber.encode(), value)
 
 
 BUNDLE = "herald.v1.CandidateBundle"
