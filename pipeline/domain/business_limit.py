@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 
 from pipeline.domain.keys import message_id
@@ -101,7 +102,12 @@ def admit(
 def limit_detail(business: BusinessProfile | None, policy: Policy) -> str:
     """Return why a recipient was limited: the tier, its limit and the window."""
     tier, limit = tier_limit(business, policy)
-    window = policy.business_window_ms
+    return _limit_words(tier, limit, policy.business_window_ms)
+
+
+@lru_cache(maxsize=256)
+def _limit_words(tier: str, limit: int | None, window: int) -> str:
+    # Cached: a campaign over the limit says this to every recipient past it.
     per = f"{window // HOUR_MS} h" if window % HOUR_MS == 0 else span(window)
     return f"business tier {tier} reached its limit of {limit} unique users per {per}"
 

@@ -64,7 +64,7 @@ def record_send(
 ) -> Mapping[str, int]:
     """Return last_sent after a message sent at once at `at` (None: only prune)."""
     floor = now - LAST_SENT_MEMORY_MS
-    stale = any(t <= floor for t in last_sent.values())
+    stale = bool(last_sent) and min(last_sent.values()) <= floor  # min() loops in C
     if business_id is None and not stale:
         return last_sent
     kept = {b: t for b, t in last_sent.items() if t > floor} if stale else dict(last_sent)

@@ -143,20 +143,44 @@ class NoCommonDaytime(ValueError):
     """The zones of a number are never all outside quiet hours at once."""
 
 
-def _sources(account: Account | None, recipient: Recipient) -> list[tuple[str, tuple[str, ...]]]:
+def _sources(
+    timezone: str | None, zones: tuple[str, ...], region: str
+) -> list[tuple[str, tuple[str, ...]]]:
     sources: list[tuple[str, tuple[str, ...]]] = []
-    if account is not None and account.timezone:
-        sources.append(("account", (account.timezone,)))
-    if recipient.zones:
-        sources.append(("number", recipient.zones))
-    sources.append(("region", region_zones(recipient.region)))
+    if timezone:
+        sources.append(("account", (timezone,)))
+    if zones:
+        sources.append(("number", zones))
+    sources.append(("region", region_zones(region)))
     return sources
+
+
+MINUTE_MS = 60_000
 
 
 def hold(account: Account | None, recipient: Recipient, hours: QuietHours, now: int) -> Hold | None:
     """Return the hold for a marketing message decided at `now`, or None to send it now."""
+    timezone = account.timezone if account is not None else None
+    return _hold_in_minute(timezone, recipient.zones, recipient.region, hours, now // MINUTE_MS)
+
+
+@lru_cache(maxsize=8192)
+def _hold_in_minute(
+    timezone: str | None, zones: tuple[str, ...], region: str, hours: QuietHours, minute: int
+) -> Hold | None:
+    # A campaign asks this of thousands of recipients in the same few zones at once.
+    # Quiet hours begin and end on a whole local minute, and every zone's offset is a
+    # whole number of minutes, so the answer is the same for any instant of one UTC
+    # minute: computed at its first instant, cached per minute.
+    return hold_at(timezone, zones, region, hours, minute * MINUTE_MS)
+
+
+def hold_at(
+    timezone: str | None, number_zones: tuple[str, ...], region: str, hours: QuietHours, now: int
+) -> Hold | None:
+    """Compute `hold` for exactly `now`, uncached, from the zones it would use."""
     first: tuple[str, ZoneInfo] | None = None
-    for source, names in _sources(account, recipient):
+    for source, names in _sources(timezone, number_zones, region):
         zones = tuple(tz for tz in map(zone, names) if tz is not None)
         if not zones:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from pipeline.domain.models import DAY_MS, HOUR_MS, MINUTE_MS
 
@@ -20,5 +21,11 @@ def span(ms: int) -> str:
 
 def utc(ms: int, with_date: bool = False) -> str:
     """Return an instant as "14:40" (or "Nov 13 14:40") in UTC, for details."""
-    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return _utc_minute(ms // MINUTE_MS, with_date)
+
+
+@lru_cache(maxsize=4096)
+def _utc_minute(minute: int, with_date: bool) -> str:
+    # Cached: cap details name the same few send times for everyone a campaign reaches.
+    moment = datetime.fromtimestamp(minute * 60, UTC)
     return f"{moment:%b %d %H:%M}" if with_date else f"{moment:%H:%M}"

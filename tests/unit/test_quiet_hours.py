@@ -8,6 +8,8 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.domain.decide import decide
 from pipeline.domain.models import (
@@ -27,7 +29,14 @@ from pipeline.domain.models import (
     Suppress,
     Template,
 )
-from pipeline.domain.quiet_hours import hold, quiet_hours_verdict, quiet_until, region_zones, zone
+from pipeline.domain.quiet_hours import (
+    hold,
+    hold_at,
+    quiet_hours_verdict,
+    quiet_until,
+    region_zones,
+    zone,
+)
 
 HOURS = QuietHours()
 POLICY = Policy("quiet")
@@ -227,3 +236,25 @@ def test_a_policy_without_quiet_hours_holds_nothing() -> None:
     policy = replace(POLICY, quiet_hours=QuietHours(start_minute=0, end_minute=0))
     decision = decide(_promo(), STATE, policy, NIGHT)
     assert isinstance(decision, Deliver) and decision.deliver_after is None
+
+
+_ZONES = ("Asia/Jakarta", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Adelaide",
+          "America/St_Johns", "Europe/Madrid", "America/New_York", "Pacific/Chatham",
+          "Europe/Moscow", "Asia/Vladivostok")  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(min_value=1_700_000_000_000, max_value=1_900_000_000_000),
+    st.sampled_from((None, *_ZONES)),
+    st.lists(st.sampled_from(_ZONES), max_size=3, unique=True).map(tuple),
+    st.sampled_from(("ID", "ES", "AU", "US", "RU", "IN")),
+    st.sampled_from((QuietHours(), QuietHours(60, 6 * 60), QuietHours(22 * 60 + 30, 7 * 60 + 45))),
+)
+def test_the_per_minute_hold_cache_gives_the_exact_answer_at_any_instant(
+    now: int, timezone: str | None, zones: tuple[str, ...], region: str, hours: QuietHours
+) -> None:
+    """hold() (cached per UTC minute) equals the uncached computation at the very instant."""
+    account = Account("6281200000000", AccountStatus.ACTIVE, "en", region, 0, timezone=timezone)
+    recipient = Recipient(0, "s" * 64, region, zones)
+    assert hold(account, recipient, hours, now) == hold_at(timezone, zones, region, hours, now)
