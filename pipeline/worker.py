@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from pipeline import logs, topics
@@ -20,6 +21,21 @@ PAYLOAD_LOGGERS = (
     "faust.topics",
     "faust.transport.drivers.aiokafka",
 )
+
+
+# Collect young objects every this many allocations (CPython's default is 700). A worker
+# keeps a million small objects alive (decoded states, table entries), and the collector
+# went through them so often that it took a third of the time spent deciding; what it
+# frees here is rare (cycles), and 50,000 objects' worth of waiting costs a few MB.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never look again at what exists at start-up."""
+    gc.collect()
+    gc.freeze()  # modules, faust's machinery, the policy: alive for the process's life
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> int:
@@ -51,6 +67,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     )  # fmt: skip
     for name in PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    tune_garbage_collector()
     worker = faust.Worker(
         app,
         loglevel=loglevel,
