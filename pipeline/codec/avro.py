@@ -299,6 +299,95 @@ class SchemaRegistry:
         return read
 
 
+class LastFieldApart:
+    """Write and read a record's last field apart from the rest, same bytes on the wire.
+
+    Avro writes a record as its fields one after another, nothing between them, so the
+    bytes of a record whose last field is written on its own and appended are the bytes
+    of the whole record. Ingest writes an event once for all the candidate batches it
+    makes of it, and decide, which cannot know where a field ends without decoding what
+    comes before it, finds the last field's bytes right after the others and decodes an
+    event once however many batches carry it.
+    """
+
+    def __init__(self, registry: SchemaRegistry, name: str) -> None:
+        self.version = registry.latest(name)
+        record = json.loads(self.version.canonical_form)  # full names, types defined once
+        *rest, last = record["fields"]
+        self.last_name = last["name"]
+        named: dict[str, Any] = {}  # the last field may use types the others define
+        self._rest = parse_schema({**record, "name": f"{record['name']}Rest", "fields": rest},
+                                  named)  # fmt: skip
+        self._last = parse_schema(last["type"], named)
+        checks: dict[str, _Check] = {}
+        self._check_rest = _compile_check(self._rest, checks)
+        self._check_last = _compile_check(self._last, checks)
+
+    def _describe(self) -> str:
+        v = self.version
+        return f"{v.name} v{v.version} (fingerprint {v.fingerprint.hex()})"
+
+    def encode_last(self, value: Any) -> bytes:
+        """Write the last field's value alone (checked), to append to records by `encode`."""
+        try:
+            self._check_last(value)
+        except _Mismatch as exc:
+            raise InvalidRecord(
+                f"{self._describe()}: field {self.last_name}{exc.path} does not fit the schema"
+            ) from None
+        return self._write(self._last, value)
+
+    def encode(self, rest: Mapping[str, Any], last: bytes) -> bytes:
+        """Write a record from its other fields (checked) and its last field's bytes."""
+        try:
+            self._check_rest(rest)
+        except _Mismatch as exc:
+            raise InvalidRecord(
+                f"{self._describe()}: field {exc.path or '(record)'} does not fit the schema"
+            ) from None
+        return self.version.header + self._write(self._rest, rest) + last
+
+    def split(self, data: bytes) -> tuple[Record, bytes]:
+        """Return the other fields of a record this version wrote, and its last field's bytes."""
+        if data[2:HEADER_LENGTH] != self.version.fingerprint or data[:2] != MAGIC:
+            raise WrongRecordType(f"{self._describe()}: the message was written by another")
+        fo = io.BytesIO(data)
+        fo.seek(HEADER_LENGTH)
+        try:
+            rest = cast(Record, schemaless_reader(fo, self._rest, None, True, True))
+        except Exception as exc:
+            raise MalformedBody(
+                f"{self._describe()}: {len(data)}-byte message does not decode "
+                f"({type(exc).__name__})"
+            ) from None
+        return rest, data[fo.tell() :]
+
+    def decode_last(self, data: bytes) -> Any:
+        """Decode the last field's bytes `split` returned; all of them, nothing more."""
+        fo = io.BytesIO(data)
+        try:
+            value = schemaless_reader(fo, self._last, None, True, True)
+        except Exception as exc:
+            raise MalformedBody(
+                f"{self._describe()}: field {self.last_name} does not decode ({type(exc).__name__})"
+            ) from None
+        if fo.tell() != len(data):
+            raise MalformedBody(
+                f"{self._describe()}: {len(data) - fo.tell()} trailing bytes after the body"
+            )
+        return value
+
+    def _write(self, schema: Any, value: Any) -> bytes:
+        out = io.BytesIO()
+        try:
+            schemaless_writer(out, schema, value)
+        except Exception as exc:  # whatever the check missed
+            raise InvalidRecord(
+                f"{self._describe()}: record does not fit the schema ({type(exc).__name__})"
+            ) from None
+        return out.getvalue()
+
+
 # --- Record checks for encode -------------------------------------------------------------------
 # Compiled once per schema into closures; each raises _Mismatch with the path of the offending
 # field (a field name, never a value). They mirror what fastavro's writer accepts, minus its

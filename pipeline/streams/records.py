@@ -120,7 +120,11 @@ def signal_from_wire(d: Mapping[str, Any]) -> UserSignal:
 
 def candidates_from_wire(d: Mapping[str, Any]) -> list[Candidate]:
     """Unpack a CandidateBatch record into one Candidate per recipient."""
-    event = event_from_wire(d["event"])
+    return candidates_of(event_from_wire(d["event"]), d)
+
+
+def candidates_of(event: BusinessEvent, d: Mapping[str, Any]) -> list[Candidate]:
+    """Unpack a CandidateBatch's candidates, its event already built."""
     category = Category(d["category"])
     return [
         Candidate(
@@ -141,9 +145,21 @@ def candidate_batch_to_wire(
     limited: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Pack the recipients of one event that share a partition into a CandidateBatch."""
-    topic, partition, offset = source
     return {
         "event": event_to_wire(event, with_recipients=False),
+        **candidate_batch_rest_to_wire(category, recipients, source, limited),
+    }
+
+
+def candidate_batch_rest_to_wire(
+    category: Category,
+    recipients: list[Recipient],
+    source: tuple[str, int, int],
+    limited: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """A CandidateBatch but for its event (written apart, once for all partitions)."""
+    topic, partition, offset = source
+    return {
         "category": category.value,
         "candidates": [
             {

@@ -18,7 +18,7 @@ from typing import ClassVar
 from aiokafka.partitioner import murmur2
 
 from pipeline import topics
-from pipeline.codec import CodecError, SchemaRegistry
+from pipeline.codec import CodecError, LastFieldApart, SchemaRegistry
 from pipeline.domain import (
     BusinessWindow,
     InvalidEvent,
@@ -148,6 +148,7 @@ class Ingest:
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.codec, self.clock, self.metrics)
+        self.batches = LastFieldApart(self.codec, CANDIDATE_BATCH)
 
     def process(
         self, batch: Iterable[InRecord], windows: WindowStore | None = None
@@ -219,11 +220,13 @@ class Ingest:
         for r in expansion.recipients:
             by_partition[partition_for(r.subscriber, self.partitions)].append(r)
         source = (src.topic, src.partition, src.offset)
+        if by_partition:  # the event is checked and written once, whatever its partitions
+            event_bytes = self.batches.encode_last(records.event_to_wire(event, False))
         for partition, recipients in sorted(by_partition.items()):
-            wire_batch = records.candidate_batch_to_wire(
-                event, expansion.category, recipients, source, limited
+            rest = records.candidate_batch_rest_to_wire(
+                expansion.category, recipients, source, limited
             )
-            value = self.codec.encode("herald.v1.CandidateBatch", wire_batch)
+            value = self.batches.encode(rest, event_bytes)
             out.append(OutRecord(self.candidates_topic, src.key, value, partition))
         for bad in expansion.invalid:
             s = suppress_invalid(event, bad, self.policy, now)
@@ -269,6 +272,10 @@ class Decide:
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.codec, self.clock, self.metrics)
+        self.batches = LastFieldApart(self.codec, CANDIDATE_BATCH)
+        # An event reaches a worker in one batch per partition it has recipients in, each
+        # carrying the same bytes: decoded once (a decode failure is not cached).
+        self._event = lru_cache(maxsize=EVENT_MEMO_SIZE)(self._event_uncached)
         self.evictions = self.metrics.state_evictions.labels(table="subscribers")
         # A labels() lookup per outcome is measurable; the label sets are few.
         self._delivered = lru_cache(maxsize=None)(self.metrics.deliveries.labels)
@@ -342,9 +349,17 @@ class Decide:
             return out
         return self._decide_batch(src, states)
 
+    def _candidates(self, value: bytes) -> list[Candidate]:
+        if self.codec.writer_of(value) is not self.batches.version:  # an older version's
+            return records.candidates_from_wire(self.codec.decode(CANDIDATE_BATCH, value))
+        rest, event_bytes = self.batches.split(value)
+        return records.candidates_of(self._event(event_bytes), rest)
+
+    def _event_uncached(self, event_bytes: bytes) -> BusinessEvent:
+        return records.event_from_wire(self.batches.decode_last(event_bytes))
+
     def _decide_batch(self, src: InRecord, states: StateStore) -> list[OutRecord]:
-        wire = self.codec.decode("herald.v1.CandidateBatch", src.value or b"")
-        candidates = records.candidates_from_wire(wire)
+        candidates = self._candidates(src.value or b"")
         if not candidates:
             return []
         now = self.clock()
@@ -405,6 +420,8 @@ class Decide:
         return OutRecord(topics.SUPPRESSIONS, c.recipient.subscriber.encode(), value)
 
 
+CANDIDATE_BATCH = "herald.v1.CandidateBatch"
+EVENT_MEMO_SIZE = 1_024  # events decoded lately: a few batches' worth
 BUNDLE = "herald.v1.CandidateBundle"
 # A bundle's candidate batches, at most: a fraction of the 1 MB record limit (a batch
 # bigger than this goes alone).

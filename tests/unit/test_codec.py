@@ -14,10 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.codec import (
+    HEADER_LENGTH,
     MAGIC,
     SCHEMAS_DIR_ENV,
     CodecError,
     InvalidRecord,
+    LastFieldApart,
     MalformedBody,
     NotSingleObjectEncoded,
     SchemaLoadError,
@@ -771,3 +773,78 @@ def test_records_written_by_the_shipped_v1_schemas_read_into_the_latest(
         assert candidate.pop("zones") == []  # the v2 defaults
         assert candidate.pop("limited") is False
     assert decoded == record
+
+
+# --- A record's last field written and read apart (CandidateBatch's event) ---------------------
+
+_BATCHES = [record for name, record in EXAMPLES if name == "CandidateBatch"]
+
+
+@pytest.mark.parametrize("record", _BATCHES)
+def test_a_last_field_written_apart_gives_the_bytes_of_the_whole_record(
+    registry: SchemaRegistry, record: dict[str, Any]
+) -> None:
+    """Other fields + the event written once and appended == the record written whole."""
+    apart = LastFieldApart(registry, "CandidateBatch")
+    rest = {k: v for k, v in record.items() if k != "event"}
+    data = apart.encode(rest, apart.encode_last(record["event"]))
+    assert data == registry.encode("CandidateBatch", record)
+    assert registry.decode("CandidateBatch", data) == registry.decode(
+        "CandidateBatch", registry.encode("CandidateBatch", record)
+    )
+
+
+@pytest.mark.parametrize("record", _BATCHES)
+def test_split_finds_the_last_fields_bytes_without_decoding_them(
+    registry: SchemaRegistry, record: dict[str, Any]
+) -> None:
+    """split returns the other fields decoded and the event's bytes, which decode alone."""
+    apart = LastFieldApart(registry, "CandidateBatch")
+    whole = registry.decode("CandidateBatch", registry.encode("CandidateBatch", record))
+    rest, last = apart.split(registry.encode("CandidateBatch", record))
+    assert last == apart.encode_last(record["event"])
+    assert apart.decode_last(last) == whole.pop("event")
+    assert rest == whole
+
+
+def test_split_refuses_what_another_version_wrote(registry: SchemaRegistry) -> None:
+    """Bytes of an older CandidateBatch are not split (they decode whole instead)."""
+    apart = LastFieldApart(registry, "CandidateBatch")
+    older = registry.versions("CandidateBatch")[-2]
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, older.schema, _BATCHES[0])
+    with pytest.raises(WrongRecordType):
+        apart.split(older.header + body.getvalue())
+
+
+def test_the_parts_of_a_bad_record_are_codec_errors_without_values(
+    registry: SchemaRegistry,
+) -> None:
+    """Checks, truncation and trailing bytes fail with CodecErrors naming no value."""
+    apart = LastFieldApart(registry, "CandidateBatch")
+    record = _BATCHES[0]
+    with pytest.raises(InvalidRecord) as bad_event:
+        apart.encode_last({**record["event"], "occurred_at": 2**70})
+    with pytest.raises(InvalidRecord) as bad_rest:
+        apart.encode({"category": "NOT_A_CATEGORY"}, b"")
+    assert "NOT_A_CATEGORY" not in str(bad_rest.value) and str(2**70) not in str(bad_event.value)
+    data = registry.encode("CandidateBatch", record)
+    _, last = apart.split(data)
+    with pytest.raises(MalformedBody):
+        apart.decode_last(last[:-3])
+    with pytest.raises(MalformedBody):
+        apart.decode_last(last + b"\x00")
+    with pytest.raises(MalformedBody):
+        apart.split(data[: HEADER_LENGTH + 2])
+
+
+@settings(max_examples=300)
+@given(body=st.binary(max_size=300))
+def test_random_bytes_split_or_raise_codec_errors(body: bytes) -> None:
+    """Whatever follows a CandidateBatch header, split and decode_last raise only CodecErrors."""
+    apart = LastFieldApart(default_registry(), "CandidateBatch")
+    try:
+        _, last = apart.split(apart.version.header + body)
+        apart.decode_last(last)
+    except CodecError:
+        pass

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
+import fastavro
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -33,6 +36,7 @@ POLICY = default_policy()
 KEYS = KeyMaker(DEVELOPMENT_SECRET)
 PARTITIONS = 6
 CANDIDATES = topics.candidates_topic("herald")
+CANDIDATE_BATCH = "herald.v1.CandidateBatch"
 BUSINESS = "garuda"
 
 # Valid numbers, several spellings of the same two people, and one that cannot parse.
@@ -403,6 +407,39 @@ def test_linked_and_opted_in_subscriber_gets_a_delivery(metrics: Metrics) -> Non
     assert "ig-123" not in str(d) and b"ig-123" not in record.value
     assert states[budi].account is not None
     assert "evt-1" in states[budi].outcomes
+
+
+def _written_by(version_index: int, batch: InRecord) -> InRecord:
+    """The same candidate batch, written by another version of the CandidateBatch schema."""
+    version = CODEC.versions("herald.v1.CandidateBatch")[version_index]
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, version.schema, CODEC.decode(CANDIDATE_BATCH, batch.value))
+    return replace(batch, value=version.header + body.getvalue())
+
+
+def test_candidate_batches_of_the_previous_schema_version_are_decided_alike(
+    metrics: Metrics,
+) -> None:
+    """A v2 batch (written before an upgrade, event first) gets the outcomes a v3 one gets."""
+    budi = _key(BUDI)
+    setup = [_link(budi, BUDI_DIGITS), _signal(budi)]
+    (batch,) = _candidates_for([BUDI], metrics)
+    assert CODEC.writer_of(batch.value) is CODEC.latest(CANDIDATE_BATCH)
+    older = _written_by(-2, batch)
+    assert older.value != batch.value
+    outputs = [_decide(metrics).process([*setup, b], States()) for b in (batch, older)]
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 1
+
+
+def test_an_event_is_decoded_once_for_all_its_batches(metrics: Metrics) -> None:
+    """Batches of one event on several partitions share one decoded event."""
+    recipients = [f"+6281299{n:06d}" for n in range(40)]
+    batches = _candidates_for(recipients, metrics)
+    assert len({b.partition for b in batches}) > 1
+    decide = _decide(metrics)
+    decide.process(batches, States())
+    info = decide._event.cache_info()  # type: ignore[attr-defined]
+    assert (info.misses, info.hits) == (1, len(batches) - 1)
 
 
 def test_candidate_without_account_is_a_no_account_suppression(metrics: Metrics) -> None:
