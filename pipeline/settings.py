@@ -107,8 +107,10 @@ class Settings:
     metrics_port: int = 0  # 0: no /metrics, /healthz, /readyz endpoint
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     session_timeout_s: float = 10.0  # short: the embedded broker's group join waits on it
-    batch_size: int = 1_000
-    batch_within_s: float = 0.01  # a stage waits this long for a batch to fill
+    batch_size: int = 1_000  # envelopes (a partition's fetch each) per batch, at most
+    # A stage takes what has arrived after waiting this long: each event is a fetch's
+    # worth of records already, and a longer wait only delays them (and idles the stage).
+    batch_within_s: float = 0.001
     fetch_wait_ms: int = 10  # the broker may hold an empty fetch this long (faust: 1,500)
     data_dir: Path = Path(".herald-data")
     store: str = "memory"  # or "rocksdb": state on local disk, so a restart replays little

@@ -138,6 +138,9 @@ FINISH_ON_STOP_S = 60.0
 # Outputs a stage sends at once: ~2 MB of outcomes, under a second of deciding.
 FLUSH_AT = 5_000
 
+# Envelopes queued per agent before the consumer stops fetching for it (back pressure).
+STREAM_BUFFER_ENVELOPES = 16
+
 # Decoded states kept per worker: ~4 KB of Python objects each, so ~80 MB at most.
 STATE_MEMO_SIZE = 20_000
 
@@ -261,6 +264,10 @@ def build_app(
         # One batch per partition per send (BulkSender): big enough for a whole batch's
         # outcomes, under the producer's 1 MB request limit.
         producer_max_batch_size=512 * 1024,
+        # Events waiting for an agent, at most: envelopes, each up to a partition's fetch
+        # (faust's consumer_max_fetch_size, 1 MB). faust's default, 4,096, assumes one
+        # record an event, and would let an overloaded worker hold gigabytes.
+        stream_buffer_maxsize=STREAM_BUFFER_ENVELOPES,
         web_enabled=False,
         Table=envelope_table(),
     )
