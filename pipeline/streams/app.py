@@ -32,6 +32,7 @@ from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams import progress
+from pipeline.streams.batching import batches
 from pipeline.streams.envelopes import envelope_table, install_envelopes, records_of
 from pipeline.streams.fetch_wait import install_fetch_wait
 from pipeline.streams.recovery_guard import install_end_offset_guard
@@ -177,7 +178,7 @@ def on_partition_of(event: EventT[Any]) -> Iterator[None]:
 
 
 def as_stream(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
-    """Narrow an agent's stream to the class that has `take_events`."""
+    """Narrow an agent's stream to faust's Stream class, which `batches` works on."""
     assert isinstance(stream, faust.Stream)
     return stream
 
@@ -389,15 +390,16 @@ def build_app(
                 await writer.close()
             latency.observe(time.perf_counter() - started)
 
-        async for events in as_stream(stream).take_events(size, within=within):
+        async for events in batches(as_stream(stream), size, within):
             batch = asyncio.ensure_future(handle(events))
             try:
                 await asyncio.shield(batch)
             except asyncio.CancelledError:
-                # A graceful stop cancels the agent wherever it awaits, and faust's
-                # take_events then acks the batch's events whatever became of them (in a
-                # `finally`): a batch cut off between its sends would be committed with
-                # outputs missing. Finish it first; faust waits for the agent to end.
+                # A graceful stop cancels the agent wherever it awaits, and take_batches
+                # (as faust's take_events) then acks the batch's events whatever became of
+                # them, in a `finally`: a batch cut off between its sends would be
+                # committed with outputs missing. Finish it first; faust waits for the
+                # agent to end.
                 await asyncio.wait_for(asyncio.shield(batch), FINISH_ON_STOP_S)
                 raise
 
