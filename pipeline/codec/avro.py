@@ -44,6 +44,7 @@ With other work on the machine the figures spread up to encode ~25 us, decode ~1
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
@@ -110,6 +111,7 @@ class SchemaVersion:
     fingerprint: bytes  # the 8 bytes as they appear on the wire
     canonical_form: str
     schema: dict[str, Any]  # parsed by fastavro once, reused for every record
+    declared: dict[str, Any]  # the file's JSON, as written (docs, defaults, aliases)
     source: str  # where it was loaded from, for error messages
     check: _Check  # raises _Mismatch when a record to encode does not fit `schema`
 
@@ -143,6 +145,7 @@ def load_schema_version(path: Path) -> SchemaVersion:
         fingerprint=bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO")),
         canonical_form=canonical,
         schema=parsed,
+        declared=raw,
         source=str(path),
         check=_compile_check(parsed, {}),
     )
@@ -312,13 +315,15 @@ class LastFieldApart:
 
     def __init__(self, registry: SchemaRegistry, name: str) -> None:
         self.version = registry.latest(name)
-        record = json.loads(self.version.canonical_form)  # full names, types defined once
+        record = copy.deepcopy(self.version.declared)  # defaults kept: encode fills them
         *rest, last = record["fields"]
         self.last_name = last["name"]
-        named: dict[str, Any] = {}  # the last field may use types the others define
-        self._rest = parse_schema({**record, "name": f"{record['name']}Rest", "fields": rest},
-                                  named)  # fmt: skip
-        self._last = parse_schema(last["type"], named)
+        # The last field alone, as a record of one field (the same bytes) in the record's
+        # namespace; it may use named types the other fields define, not the record itself.
+        alone = {**record, "name": f"{record['name']}Last", "fields": [last]}
+        named: dict[str, Any] = {}
+        self._rest = parse_schema({**record, "fields": rest}, named)
+        self._last = parse_schema(alone, named)
         checks: dict[str, _Check] = {}
         self._check_rest = _compile_check(self._rest, checks)
         self._check_last = _compile_check(self._last, checks)
@@ -330,12 +335,12 @@ class LastFieldApart:
     def encode_last(self, value: Any) -> bytes:
         """Write the last field's value alone (checked), to append to records by `encode`."""
         try:
-            self._check_last(value)
+            self._check_last({self.last_name: value})
         except _Mismatch as exc:
             raise InvalidRecord(
-                f"{self._describe()}: field {self.last_name}{exc.path} does not fit the schema"
+                f"{self._describe()}: field {exc.path or self.last_name} does not fit the schema"
             ) from None
-        return self._write(self._last, value)
+        return self._write(self._last, {self.last_name: value})
 
     def encode(self, rest: Mapping[str, Any], last: bytes) -> bytes:
         """Write a record from its other fields (checked) and its last field's bytes."""
@@ -366,7 +371,7 @@ class LastFieldApart:
         """Decode the last field's bytes `split` returned; all of them, nothing more."""
         fo = io.BytesIO(data)
         try:
-            value = schemaless_reader(fo, self._last, None, True, True)
+            value = cast(Record, schemaless_reader(fo, self._last, None, True, True))
         except Exception as exc:
             raise MalformedBody(
                 f"{self._describe()}: field {self.last_name} does not decode ({type(exc).__name__})"
@@ -375,7 +380,7 @@ class LastFieldApart:
             raise MalformedBody(
                 f"{self._describe()}: {len(data) - fo.tell()} trailing bytes after the body"
             )
-        return value
+        return value[self.last_name]
 
     def _write(self, schema: Any, value: Any) -> bytes:
         out = io.BytesIO()

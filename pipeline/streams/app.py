@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 import weakref
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -33,7 +34,12 @@ from pipeline.metrics import Metrics, build_metrics
 from pipeline.settings import KafkaSecurity, Settings
 from pipeline.streams import progress
 from pipeline.streams.batching import batches
-from pipeline.streams.envelopes import envelope_table, install_envelopes, records_of
+from pipeline.streams.envelopes import (
+    envelope_table,
+    install_envelopes,
+    mark_handled,
+    records_of,
+)
 from pipeline.streams.fetch_wait import install_fetch_wait
 from pipeline.streams.recovery_guard import install_end_offset_guard
 from pipeline.streams.reference import ReferenceData
@@ -41,6 +47,8 @@ from pipeline.streams.seek_guard import install_rewind_after_seek
 from pipeline.streams.sending import BulkSender, ChunkWriter
 from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
 from pipeline.streams.state_codec import decode_state, encode_state
+
+log = logging.getLogger(__name__)
 
 EMPTY_STATE = SubscriberState()
 V = TypeVar("V")
@@ -196,16 +204,6 @@ def in_records(events: Sequence[EventT[Any]]) -> list[InRecord]:
     return out
 
 
-def with_last(items: Iterable[V]) -> Iterator[tuple[V, bool]]:
-    """Yield each item with whether it is the last one."""
-    it = iter(items)
-    for previous in it:
-        for item in it:
-            yield previous, False
-            previous = item
-        yield previous, True
-
-
 def by_partition(
     events: Sequence[EventT[Any]],
 ) -> list[list[EventT[Any]]]:
@@ -359,9 +357,10 @@ def build_app(
 
         A stage yields its outputs in chunks of about FLUSH_AT recipients' worth: a batch
         can hold a whole campaign, and its first recipients should not wait for its
-        last. Each full chunk is written at once, while the stage goes on; the small
-        remainders of each partition are written together. Offsets are committed
-        after the batch, once everything in it is acknowledged.
+        last. Each full chunk is written as soon as it is made, while the stage goes
+        on; the small remainders of each partition are written together. A batch's
+        offsets are committed only once everything in it is acknowledged: its events
+        are marked handled then, and acking an event not marked commits nothing.
         """
         await reference.caught_up.wait()  # no decision before suspensions are known
         latency = metrics.stage_latency.labels(stage=stage.name)
@@ -376,18 +375,20 @@ def build_app(
                 for group in by_partition(events):
                     cached = cache(table)
                     chunks = stage.process_in_chunks(in_records(group), cached, FLUSH_AT)
-                    for chunk, last in with_last(chunks):
+                    for chunk, full in chunks:
                         out.extend(chunk)
                         # The RocksDB store picks its per-partition database from faust's
                         # current event when write_back stores a value.
                         with on_partition_of(group[-1]):
                             changes.extend(cached.write_back(group[-1].message.partition))
-                        if not last or len(out) >= FLUSH_AT:
+                        if full or len(out) >= FLUSH_AT:
                             await writer.write(changes, out)
                             out, changes = [], []
                 await writer.write(changes, out)
             finally:
                 await writer.close()
+            for event in events:
+                mark_handled(event)
             latency.observe(time.perf_counter() - started)
 
         async for events in batches(as_stream(stream), size, within):
@@ -395,12 +396,20 @@ def build_app(
             try:
                 await asyncio.shield(batch)
             except asyncio.CancelledError:
-                # A graceful stop cancels the agent wherever it awaits, and take_batches
-                # (as faust's take_events) then acks the batch's events whatever became of
-                # them, in a `finally`: a batch cut off between its sends would be
-                # committed with outputs missing. Finish it first; faust waits for the
-                # agent to end.
+                # A graceful stop cancels the agent wherever it awaits: finish the batch
+                # in hand (its sends may be under way) so that what it wrote is committed
+                # and not done again after the restart. faust waits for the agent to end.
                 await asyncio.wait_for(asyncio.shield(batch), FINISH_ON_STOP_S)
+                raise
+            except Exception as exc:
+                # A send the producer gave up on, or a bug: nothing of this batch is
+                # committed. faust would restart the agent on the next batch, and commits
+                # would stop at this one while later batches were written: stop the
+                # worker instead, so that a restart does this batch again.
+                log.error(
+                    "%s stage failed; stopping the worker: %s", stage.name, type(exc).__name__
+                )
+                await app.crash(exc)
                 raise
 
     @app.agent(events_in, name="ingest")

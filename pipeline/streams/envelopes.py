@@ -8,13 +8,16 @@ work on batches anyway, so the worker's consumer wraps all the records one fetch
 returned for a partition in one `Envelope`, delivered as one faust event whose offset
 is the last record's. The stages unwrap it (`records_of`).
 
-Commits stay exact. faust commits a partition up to its first offset nobody acked;
-the offsets an envelope stands for, but for the last, are marked done as a "gap"
-(faust's own bookkeeping for offsets it never sees, as after compaction), so acking
-the envelope acks every record in it, and none before. (faust's fetch loop marks most
-of that gap itself, from the jump between two messages' offsets; it misses the head of
-a partition's first envelope, which its commit logic then tolerates by accident of an
-off-by-one. Marking the gap here does not rely on either.)
+Commits stay exact, and are decided when an envelope is acked, not when it is fetched:
+acking an envelope the agent has handled (`mark_handled`) marks every offset from its
+first record to its last as done, as acking each record would; acking one it has not
+handled (faust acks events it skips, as after a rebalance; a batch that failed) marks
+nothing, so its records are read again after the next seek. faust's own bookkeeping
+of offsets it never sees ("gaps") would mark an envelope's records done the moment it
+is fetched: the consumer tells faust's fetch loop the envelope follows the record
+before its last, and marks only the holes between envelopes (offsets with no record)
+itself. This patches faust's consumer for the whole process: any faust app in it
+gets envelopes.
 
 Changelog partitions get envelopes too: table recovery tracks what it has read by the
 event's offset (the envelope's last), and `EnvelopeTable` unwraps them where faust
@@ -25,20 +28,30 @@ hands a batch of changelog events to the store. A worker replayed a changelog at
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _installed = False
 
 
-class Envelope(tuple[Any, ...]):
+@dataclass(eq=False, slots=True)
+class Envelope:
     """The records (aiokafka `ConsumerRecord`s) one fetch returned for one partition."""
 
-    __slots__ = ()
+    records: Sequence[Any]
+    handled: bool = False  # set by the agent once every output of the records is written
 
 
 def records_of(value: Any) -> Sequence[Any] | None:
     """Return the records an event's value wraps, or None for a plain record's value."""
-    return value if isinstance(value, Envelope) else None
+    return value.records if isinstance(value, Envelope) else None
+
+
+def mark_handled(event: Any) -> None:
+    """Say that an event's records are done with: acking it then commits them."""
+    value = event.message.value
+    if isinstance(value, Envelope):
+        value.handled = True
 
 
 def envelope_message(tp: Any, batch: Sequence[Any], generation_id: int) -> Any:
@@ -98,6 +111,31 @@ def envelope_table() -> type:
     return EnvelopeTable
 
 
+async def prepare_envelope(
+    consumer: Any, tp: Any, batch: Sequence[Any], acking: bool
+) -> Sequence[Any]:
+    """Ready a fetch's records of one partition for delivery as an envelope; return them.
+
+    Records below faust's read offset are dropped, as faust drops records it has handed
+    over already. For acking topics, offsets between the last record handed over and the
+    envelope, where there is no record (compaction, transaction markers), are marked done,
+    and faust's read offset is put just before the envelope's last record: its fetch loop
+    would otherwise mark the whole jump, the envelope's own records included, as a gap,
+    done before they are handled.
+    """
+    read = consumer._read_offset[tp]
+    if read is not None and batch[0].offset < read:
+        batch = [r for r in batch if r.offset >= read]
+        if not batch:
+            return batch
+    first, last = batch[0].offset, batch[-1].offset
+    if acking:
+        if read is not None and first > read + 1:
+            await consumer._add_gap(tp, read + 1, first - 1)
+        consumer._read_offset[tp] = last - 1
+    return batch
+
+
 def install_envelopes() -> None:
     """Make faust's consumer deliver one envelope per partition and fetch."""
     global _installed
@@ -105,6 +143,10 @@ def install_envelopes() -> None:
         return
     from faust.transport.consumer import Consumer
     from faust.types import TP
+    from faust.types.tuples import ack_lock
+    from mode.utils.futures import notify
+
+    original_ack = Consumer.ack
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[TP, Any]]:
         # faust 0.15's Consumer.getmany, one message per partition instead of per record.
@@ -129,10 +171,38 @@ def install_envelopes() -> None:
             ):
                 continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            first, last = batch[0], batch[-1]
-            if last.offset > first.offset and acking(tp.topic):
-                await self._add_gap(tp, first.offset, last.offset - 1)
-            yield tp, envelope_message(tp, batch, generation_id)
+            batch = await prepare_envelope(self, tp, batch, acking(tp.topic))
+            if batch:
+                yield tp, envelope_message(tp, batch, generation_id)
+
+    def ack(self: Any, message: Any) -> bool:
+        # faust's Consumer.ack for an envelope: every offset it covers, if it was handled.
+        envelope = message.value
+        if not isinstance(envelope, Envelope):
+            return original_ack(self, message)
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            try:
+                if not envelope.handled or not self.app.topics.acks_enabled_for(message.topic):
+                    return False
+                tp = message.tp
+                committed = self._committed_offset[tp]
+                acked, acked_index = self._acked[tp], self._acked_index[tp]
+                start = envelope.records[0].offset
+                if committed is not None:
+                    start = max(start, committed)
+                for offset in range(start, message.offset + 1):
+                    if offset not in acked_index:
+                        acked_index.add(offset)
+                        acked.append(offset)
+                self._n_acked += 1
+                return True
+            finally:
+                notify(self._waiting_for_ack)
 
     Consumer.getmany = getmany  # type: ignore[method-assign]
+    Consumer.ack = ack  # type: ignore[method-assign]
     _installed = True

@@ -137,20 +137,6 @@ def candidates_of(event: BusinessEvent, d: Mapping[str, Any]) -> list[Candidate]
     ]
 
 
-def candidate_batch_to_wire(
-    event: BusinessEvent,
-    category: Category,
-    recipients: list[Recipient],
-    source: tuple[str, int, int],
-    limited: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """Pack the recipients of one event that share a partition into a CandidateBatch."""
-    return {
-        "event": event_to_wire(event, with_recipients=False),
-        **candidate_batch_rest_to_wire(category, recipients, source, limited),
-    }
-
-
 def candidate_batch_rest_to_wire(
     category: Category,
     recipients: list[Recipient],

@@ -6,7 +6,7 @@ seeks them to their committed offsets (awaiting the broker once per partition), 
 only then resumes flow control, which clears every stream's queue. Its fetcher hands
 records over to the streams all along: those that reached a queue before the clear
 were dropped, while faust's read offset (the last offset handed over: it drops any
-record below it) was already past them. Upstream knows the race as
+record below it, and so do Herald's envelopes) was already past them. Upstream knows the race as
 faust-streaming/faust#596, open at the time of writing.
 
 Herald closes it in two steps:

@@ -45,18 +45,18 @@ class BulkSender:
     def __init__(self, producer: Any, metrics: Metrics) -> None:
         self._producer = producer  # a callable returning the started aiokafka producer
         self.metrics = metrics
-        self._partitions: dict[str, int] = {}
 
     async def enqueue(self, out: Sequence[OutRecord]) -> Pending:
         """Hand records to the producer, in batches per partition; do not wait for the broker."""
         producer = self._producer()
         groups: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        partitions: dict[str, int] = {}  # from the producer's metadata, as it is now
         for r in out:
             partition = r.partition
             if partition is None:
-                if r.topic not in self._partitions:
-                    self._partitions[r.topic] = len(await producer.partitions_for(r.topic))
-                partition = partition_of(r.key, self._partitions[r.topic])
+                if r.topic not in partitions:
+                    partitions[r.topic] = len(await producer.partitions_for(r.topic))
+                partition = partition_of(r.key, partitions[r.topic])
             groups[r.topic, partition].append(r)
         pending = Pending([])
         for (topic, partition), records in groups.items():
@@ -128,5 +128,10 @@ class ChunkWriter:
             while self._tasks:
                 await self._tasks.popleft()
         finally:
-            for task in self._tasks:  # after a failure: nothing is left running unawaited
+            # After a failure: the later chunks' sends are called off and awaited, so no
+            # task is left running or holding an exception nobody reads.
+            left = list(self._tasks)
+            self._tasks.clear()
+            for task in left:
                 task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)

@@ -165,9 +165,9 @@ class Ingest:
 
     def process_in_chunks(
         self, batch: Iterable[InRecord], windows: WindowStore, chunk: int = 1 << 62
-    ) -> Iterator[list[OutRecord]]:
-        """Like `process`, candidate batches bundled by partition, yielded whenever the
-        events so far reach `chunk` recipients, and last (even empty)."""
+    ) -> Iterator[tuple[list[OutRecord], bool]]:
+        """Like `process`, candidate batches bundled by partition: yield (outputs, True)
+        whenever the events so far reach `chunk` recipients, and last (the rest, False)."""
         out: list[OutRecord] = []
         recipients = 0
         for src in batch:
@@ -175,9 +175,9 @@ class Ingest:
             out.extend(records)
             recipients += n
             if recipients >= chunk:
-                yield bundle_candidates(out, self.candidates_topic, self.codec)
+                yield bundle_candidates(out, self.candidates_topic, self.codec), True
                 out, recipients = [], 0
-        yield bundle_candidates(out, self.candidates_topic, self.codec)
+        yield bundle_candidates(out, self.candidates_topic, self.codec), False
 
     def _process_one(self, src: InRecord, windows: WindowStore) -> tuple[list[OutRecord], int]:
         """Return one business event's output records and how many recipients it has."""
@@ -289,12 +289,13 @@ class Decide:
         promotion through the ingest stage), and the STOP must win. `states` loads
         subscribers lazily; the caller persists the entries this call changes.
         """
-        return [r for chunk in self.process_in_chunks(batch, states) for r in chunk]
+        return [r for chunk, _ in self.process_in_chunks(batch, states) for r in chunk]
 
     def process_in_chunks(
         self, batch: Iterable[InRecord], states: StateStore, chunk: int = 1 << 62
-    ) -> Iterator[list[OutRecord]]:
-        """Like `process`, yielding the outputs whenever `chunk` or more are ready, and last.
+    ) -> Iterator[tuple[list[OutRecord], bool]]:
+        """Like `process`: yield (outputs, True) whenever `chunk` or more are ready, and
+        last (the rest, False; even empty: the caller writes state back after each).
 
         Every link and signal of the batch is applied before the first candidate is
         decided, whatever the chunk size.
@@ -310,9 +311,9 @@ class Decide:
             if src.topic == self.candidates_topic:
                 out.extend(self._guarded(src, states, self._decide))
                 if len(out) >= chunk:
-                    yield out
+                    yield out, True
                     out = []
-        yield out  # even empty: the caller writes state back after each chunk
+        yield out, False
 
     def _guarded(
         self,

@@ -848,3 +848,18 @@ def test_random_bytes_split_or_raise_codec_errors(body: bytes) -> None:
         apart.decode_last(last)
     except CodecError:
         pass
+
+
+def test_fields_left_to_their_defaults_are_written_apart_as_whole(
+    registry: SchemaRegistry,
+) -> None:
+    """A record that leaves defaulted fields out encodes apart as registry.encode does."""
+    apart = LastFieldApart(registry, "CandidateBatch")
+    record = copy.deepcopy(_BATCHES[0])
+    del record["event"]["tags"]  # default []
+    for c in record["candidates"]:
+        del c["zones"]  # default []
+    rest = {k: v for k, v in record.items() if k != "event"}
+    assert apart.encode(rest, apart.encode_last(record["event"])) == registry.encode(
+        "CandidateBatch", record
+    )

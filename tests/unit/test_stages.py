@@ -663,11 +663,12 @@ def test_chunked_decide_changes_only_when_outputs_leave(metrics: Metrics) -> Non
     whole = decide.process(batch, whole_states)
     chunks = list(decide.process_in_chunks(batch, chunked_states, chunk=100))
     assert len(chunks) > 5
-    assert all(len(c) >= 100 for c in chunks[:-1])
-    assert [r for c in chunks for r in c] == whole
+    assert all(len(c) >= 100 and full for c, full in chunks[:-1])
+    assert not chunks[-1][1]  # the rest: not full
+    assert [r for c, _ in chunks for r in c] == whole
     assert chunked_states == whole_states
     # A batch of signals alone still ends in a chunk: the caller writes state after each.
-    assert list(decide.process_in_chunks(signals, chunked_states, chunk=100)) == [[]]
+    assert list(decide.process_in_chunks(signals, chunked_states, chunk=100)) == [([], False)]
 
 
 def test_candidate_batches_travel_bundled_by_partition(metrics: Metrics) -> None:
