@@ -364,53 +364,78 @@ def build_app(
         """
         await reference.caught_up.wait()  # no decision before suspensions are known
         latency = metrics.stage_latency.labels(stage=stage.name)
+        events_of = as_stream(stream)
+        # One writer for the agent's life: a batch's outputs follow the last batch's, and
+        # the next batch is decided while the broker writes this one.
+        writer = ChunkWriter(sender, table)
+        finishing: set[asyncio.Future[None]] = set()
+        crashing: list[asyncio.Future[None]] = []
 
-        async def handle(events: Sequence[EventT[Any]]) -> None:
-            started = time.perf_counter()
+        async def handle(events: Sequence[EventT[Any]]) -> asyncio.Future[None]:
+            """Decide a batch and hand its writes over; return when they are acknowledged."""
             stage.policy = reference.policy
-            writer = ChunkWriter(sender, table)
             out: list[OutRecord] = []
             changes: list[OutRecord] = []
-            try:
-                for group in by_partition(events):
-                    cached = cache(table)
-                    chunks = stage.process_in_chunks(in_records(group), cached, FLUSH_AT)
-                    for chunk, full in chunks:
-                        out.extend(chunk)
-                        # The RocksDB store picks its per-partition database from faust's
-                        # current event when write_back stores a value.
-                        with on_partition_of(group[-1]):
-                            changes.extend(cached.write_back(group[-1].message.partition))
-                        if full or len(out) >= FLUSH_AT:
-                            await writer.write(changes, out)
-                            out, changes = [], []
-                await writer.write(changes, out)
-            finally:
-                await writer.close()
+            for group in by_partition(events):
+                cached = cache(table)
+                chunks = stage.process_in_chunks(in_records(group), cached, FLUSH_AT)
+                for chunk, full in chunks:
+                    out.extend(chunk)
+                    # The RocksDB store picks its per-partition database from faust's
+                    # current event when write_back stores a value.
+                    with on_partition_of(group[-1]):
+                        changes.extend(cached.write_back(group[-1].message.partition))
+                    if full or len(out) >= FLUSH_AT:
+                        await writer.write(changes, out)
+                        out, changes = [], []
+            await writer.write(changes, out)
+            return writer.written()
+
+        async def finish(
+            events: Sequence[EventT[Any]], written: asyncio.Future[None], started: float
+        ) -> None:
+            """Once a batch's writes are acknowledged, ack its events: faust commits them."""
+            await written
             for event in events:
-                mark_handled(event)
+                mark_handled(event)  # acking an event not marked commits nothing
+                await events_of.ack(event)
             latency.observe(time.perf_counter() - started)
 
-        async for events in batches(as_stream(stream), size, within):
+        def failed(exc: BaseException) -> None:
+            # A send the producer gave up on, or a bug: nothing of the batch is committed.
+            # faust would restart the agent on the next batch, and commits would stop at
+            # this one while later batches were written: stop the worker instead, so that
+            # a restart does this batch again.
+            log.error("%s stage failed; stopping the worker: %s", stage.name, type(exc).__name__)
+            crashing.append(asyncio.ensure_future(app.crash(exc)))
+
+        def finished(task: asyncio.Future[None]) -> None:
+            finishing.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failed(task.exception())  # type: ignore[arg-type]
+
+        async for events in batches(events_of, size, within):
+            started = time.perf_counter()
             batch = asyncio.ensure_future(handle(events))
             try:
-                await asyncio.shield(batch)
+                written = await asyncio.shield(batch)
             except asyncio.CancelledError:
                 # A graceful stop cancels the agent wherever it awaits: finish the batch
-                # in hand (its sends may be under way) so that what it wrote is committed
+                # in hand and every write under way, so that what was written is committed
                 # and not done again after the restart. faust waits for the agent to end.
-                await asyncio.wait_for(asyncio.shield(batch), FINISH_ON_STOP_S)
+                written = await asyncio.wait_for(asyncio.shield(batch), FINISH_ON_STOP_S)
+                finishing.add(asyncio.ensure_future(finish(events, written, started)))
+                await asyncio.wait_for(asyncio.gather(*finishing), FINISH_ON_STOP_S)
                 raise
             except Exception as exc:
-                # A send the producer gave up on, or a bug: nothing of this batch is
-                # committed. faust would restart the agent on the next batch, and commits
-                # would stop at this one while later batches were written: stop the
-                # worker instead, so that a restart does this batch again.
                 log.error(
                     "%s stage failed; stopping the worker: %s", stage.name, type(exc).__name__
                 )
-                await app.crash(exc)
+                await app.crash(exc)  # as `failed`, but here the agent can wait for it
                 raise
+            task = asyncio.ensure_future(finish(events, written, started))
+            finishing.add(task)
+            task.add_done_callback(finished)
 
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:

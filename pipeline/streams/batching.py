@@ -7,8 +7,8 @@ anything arrives: an idle worker woke every `within`, and every batch waited out
 latency. `take_batches` is faust 0.15's `take_events` with one change: while the buffer
 is empty it waits for the first event without a timer; then it waits up to `within`
 for more (an event here is an envelope, a partition's fetch: the batch is mostly there
-already). Acks stay as faust does them: a batch's events are acked once the consumer of
-the batch has finished with it.
+already). It acks nothing: the caller acks each event once its outputs are written,
+which may be after it has taken the next batch.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def take_batches(
             await stream.wait(buffer_consumed)  # never more than max_ in one batch
         return value
 
-    stream.enable_acks = False  # acked below, once the batch is handled
+    stream.enable_acks = False  # the caller acks, once a batch's outputs are written
     stream.add_processor(add_to_buffer)
     stream._enable_passive(aiter(stream.channel))
     try:
@@ -73,11 +73,8 @@ async def take_batches(
             try:
                 yield list(events)
             finally:
-                batch = list(events)
                 events.clear()
                 not_empty.clear()
-                for event in batch:
-                    await stream.ack(event)
                 notify(buffer_consuming)  # no await from here to the next wait
                 buffer_full.clear()
                 buffer_consumed.set()

@@ -89,12 +89,13 @@ class BulkSender:
 
 
 class ChunkWriter:
-    """Writes one batch's chunks for a stage: state, then outputs, without stalling it.
+    """Writes a stage's chunks, batch after batch: state, then outputs, without stalling it.
 
     `write` hands a chunk's changelog records to the producer at once and returns; a task
     sends the chunk's outputs once that state is acknowledged and the previous chunk's
-    outputs are. `close` waits for all of it: the caller commits its input offsets only
-    after. A failed send fails `close` (and every later chunk of the batch).
+    outputs are. `written` is the last chunk's task so far: it ends once everything
+    written before it is acknowledged, and the caller commits what it read only then.
+    A failed send fails that task and every later one.
     """
 
     def __init__(self, sender: BulkSender, table: Any) -> None:
@@ -122,16 +123,10 @@ class ChunkWriter:
             await before
         await self.sender.send(out)
 
-    async def close(self) -> None:
-        """Wait until every chunk's state and outputs are acknowledged."""
-        try:
-            while self._tasks:
-                await self._tasks.popleft()
-        finally:
-            # After a failure: the later chunks' sends are called off and awaited, so no
-            # task is left running or holding an exception nobody reads.
-            left = list(self._tasks)
-            self._tasks.clear()
-            for task in left:
-                task.cancel()
-            await asyncio.gather(*left, return_exceptions=True)
+    def written(self) -> asyncio.Future[None]:
+        """Return a future that ends once every chunk written so far is acknowledged."""
+        if self._tasks:
+            return self._tasks[-1]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
