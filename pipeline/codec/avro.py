@@ -116,6 +116,11 @@ class SchemaVersion:
     check: _Check  # raises _Mismatch when a record to encode does not fit `schema`
 
     @property
+    def label(self) -> str:
+        """Name the version in error messages: name, version and fingerprint."""
+        return f"{self.name} v{self.version} (fingerprint {self.fingerprint.hex()})"
+
+    @property
     def header(self) -> bytes:
         """Return the single-object header that precedes bodies written with this version."""
         return MAGIC + self.fingerprint
@@ -233,8 +238,7 @@ class SchemaRegistry:
                 schema.check(record)
         except _Mismatch as exc:
             raise InvalidRecord(
-                f"{schema.name} v{schema.version} (fingerprint {schema.fingerprint.hex()}): "
-                f"field {exc.path or '(record)'} does not fit the schema"
+                f"{schema.label}: field {exc.path or '(record)'} does not fit the schema"
             ) from None
         out = io.BytesIO()
         out.write(MAGIC)
@@ -245,8 +249,7 @@ class SchemaRegistry:
             schemaless_writer(out, schema.schema, record)
         except Exception as exc:  # whatever the check missed: ValueError, TypeError, ...
             raise InvalidRecord(
-                f"{schema.name} v{schema.version} (fingerprint {schema.fingerprint.hex()}): "
-                f"record does not fit the schema ({type(exc).__name__})"
+                f"{schema.label}: record does not fit the schema ({type(exc).__name__})"
             ) from None
         return out.getvalue()
 
@@ -263,12 +266,11 @@ class SchemaRegistry:
             record = read(fo)
         except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ...
             raise MalformedBody(
-                f"{writer.name} v{writer.version} (fingerprint {writer.fingerprint.hex()}): "
-                f"{len(data)}-byte message does not decode ({type(exc).__name__})"
+                f"{writer.label}: {len(data)}-byte message does not decode ({type(exc).__name__})"
             ) from None
         if fo.tell() != len(data):
             raise MalformedBody(
-                f"{writer.name} v{writer.version} (fingerprint {writer.fingerprint.hex()}): "
+                f"{writer.label}: "
                 f"{len(data) - fo.tell()} trailing bytes after the body of a "
                 f"{len(data)}-byte message"
             )
@@ -328,17 +330,13 @@ class LastFieldApart:
         self._check_rest = _compile_check(self._rest, checks)
         self._check_last = _compile_check(self._last, checks)
 
-    def _describe(self) -> str:
-        v = self.version
-        return f"{v.name} v{v.version} (fingerprint {v.fingerprint.hex()})"
-
     def encode_last(self, value: Any) -> bytes:
         """Write the last field's value alone (checked), to append to records by `encode`."""
         try:
             self._check_last({self.last_name: value})
         except _Mismatch as exc:
             raise InvalidRecord(
-                f"{self._describe()}: field {exc.path or self.last_name} does not fit the schema"
+                f"{self.version.label}: field {exc.path or self.last_name} does not fit the schema"
             ) from None
         return self._write(self._last, {self.last_name: value})
 
@@ -348,21 +346,21 @@ class LastFieldApart:
             self._check_rest(rest)
         except _Mismatch as exc:
             raise InvalidRecord(
-                f"{self._describe()}: field {exc.path or '(record)'} does not fit the schema"
+                f"{self.version.label}: field {exc.path or '(record)'} does not fit the schema"
             ) from None
         return self.version.header + self._write(self._rest, rest) + last
 
     def split(self, data: bytes) -> tuple[Record, bytes]:
         """Return the other fields of a record this version wrote, and its last field's bytes."""
         if data[2:HEADER_LENGTH] != self.version.fingerprint or data[:2] != MAGIC:
-            raise WrongRecordType(f"{self._describe()}: the message was written by another")
+            raise WrongRecordType(f"{self.version.label}: the message was written by another")
         fo = io.BytesIO(data)
         fo.seek(HEADER_LENGTH)
         try:
             rest = cast(Record, schemaless_reader(fo, self._rest, None, True, True))
         except Exception as exc:
             raise MalformedBody(
-                f"{self._describe()}: {len(data)}-byte message does not decode "
+                f"{self.version.label}: {len(data)}-byte message does not decode "
                 f"({type(exc).__name__})"
             ) from None
         return rest, data[fo.tell() :]
@@ -374,11 +372,12 @@ class LastFieldApart:
             value = cast(Record, schemaless_reader(fo, self._last, None, True, True))
         except Exception as exc:
             raise MalformedBody(
-                f"{self._describe()}: field {self.last_name} does not decode ({type(exc).__name__})"
+                f"{self.version.label}: field {self.last_name} does not decode "
+                f"({type(exc).__name__})"
             ) from None
         if fo.tell() != len(data):
             raise MalformedBody(
-                f"{self._describe()}: {len(data) - fo.tell()} trailing bytes after the body"
+                f"{self.version.label}: {len(data) - fo.tell()} trailing bytes after the body"
             )
         return value[self.last_name]
 
@@ -388,7 +387,7 @@ class LastFieldApart:
             schemaless_writer(out, schema, value)
         except Exception as exc:  # whatever the check missed
             raise InvalidRecord(
-                f"{self._describe()}: record does not fit the schema ({type(exc).__name__})"
+                f"{self.version.label}: record does not fit the schema ({type(exc).__name__})"
             ) from None
         return out.getvalue()
 

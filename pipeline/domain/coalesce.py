@@ -115,9 +115,7 @@ def record_entity(
     """Return the memories after delivering `event` (None: only prune), pruned by age."""
     floor = now - policy.entity_memory_ms
     key = entity_key(event) if event is not None else None
-    if key is None and not entities:
-        return entities
-    stale = any(m.seen_at <= floor for m in entities.values())
+    stale = bool(entities) and any(m.seen_at <= floor for m in entities.values())
     if key is None and not stale:
         return entities
     kept = {k: m for k, m in entities.items() if m.seen_at > floor} if stale else dict(entities)

@@ -27,6 +27,7 @@ from phonenumbers.timezone import time_zones_for_number
 
 from pipeline.domain.models import (
     DAY_MS,
+    MINUTE_MS,
     Account,
     BusinessEvent,
     Objection,
@@ -153,9 +154,6 @@ def _sources(
         sources.append(("number", zones))
     sources.append(("region", region_zones(region)))
     return sources
-
-
-MINUTE_MS = 60_000
 
 
 def hold(account: Account | None, recipient: Recipient, hours: QuietHours, now: int) -> Hold | None:

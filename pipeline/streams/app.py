@@ -15,7 +15,7 @@ import ssl
 import time
 import weakref
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -401,18 +401,18 @@ def build_app(
                 await events_of.ack(event)
             latency.observe(time.perf_counter() - started)
 
-        def failed(exc: BaseException) -> None:
+        def stop_worker(exc: BaseException) -> Awaitable[None]:
             # A send the producer gave up on, or a bug: nothing of the batch is committed.
             # faust would restart the agent on the next batch, and commits would stop at
             # this one while later batches were written: stop the worker instead, so that
             # a restart does this batch again.
             log.error("%s stage failed; stopping the worker: %s", stage.name, type(exc).__name__)
-            crashing.append(asyncio.ensure_future(app.crash(exc)))
+            return app.crash(exc)
 
         def finished(task: asyncio.Future[None]) -> None:
             finishing.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                failed(task.exception())  # type: ignore[arg-type]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                crashing.append(asyncio.ensure_future(stop_worker(exc)))
 
         async for events in batches(events_of, size, within):
             started = time.perf_counter()
@@ -428,10 +428,7 @@ def build_app(
                 await asyncio.wait_for(asyncio.gather(*finishing), FINISH_ON_STOP_S)
                 raise
             except Exception as exc:
-                log.error(
-                    "%s stage failed; stopping the worker: %s", stage.name, type(exc).__name__
-                )
-                await app.crash(exc)  # as `failed`, but here the agent can wait for it
+                await stop_worker(exc)
                 raise
             task = asyncio.ensure_future(finish(events, written, started))
             finishing.add(task)

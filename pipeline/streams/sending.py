@@ -103,6 +103,8 @@ class ChunkWriter:
         self._tasks: deque[asyncio.Future[None]] = deque()
 
     async def write(self, changes: list[OutRecord], out: list[OutRecord]) -> None:
+        if not changes and not out:
+            return  # `written` still ends with the chunks before
         while len(self._tasks) >= IN_FLIGHT:
             await self._tasks.popleft()
         state = await self.sender.enqueue(changes)

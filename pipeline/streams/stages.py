@@ -18,7 +18,7 @@ from typing import ClassVar
 from aiokafka.partitioner import murmur2
 
 from pipeline import topics
-from pipeline.codec import CodecError, LastFieldApart, SchemaRegistry
+from pipeline.codec import CodecError, LastFieldApart, SchemaRegistry, WrongRecordType
 from pipeline.domain import (
     BusinessWindow,
     InvalidEvent,
@@ -221,7 +221,8 @@ class Ingest:
             by_partition[partition_for(r.subscriber, self.partitions)].append(r)
         source = (src.topic, src.partition, src.offset)
         if by_partition:  # the event is checked and written once, whatever its partitions
-            event_bytes = self.batches.encode_last(records.event_to_wire(event, False))
+            wire_event = records.event_to_wire(event, with_recipients=False)
+            event_bytes = self.batches.encode_last(wire_event)
         for partition, recipients in sorted(by_partition.items()):
             rest = records.candidate_batch_rest_to_wire(
                 expansion.category, recipients, source, limited
@@ -351,9 +352,10 @@ class Decide:
         return self._decide_batch(src, states)
 
     def _candidates(self, value: bytes) -> list[Candidate]:
-        if self.codec.writer_of(value) is not self.batches.version:  # an older version's
+        try:
+            rest, event_bytes = self.batches.split(value)
+        except WrongRecordType:  # an older version's batch, or not one: decoded whole
             return records.candidates_from_wire(self.codec.decode(CANDIDATE_BATCH, value))
-        rest, event_bytes = self.batches.split(value)
         return records.candidates_of(self._event(event_bytes), rest)
 
     def _event_uncached(self, event_bytes: bytes) -> BusinessEvent:
@@ -393,10 +395,8 @@ class Decide:
             self._delivered(category, event.kind.value).inc(delivered)
         for reason, n in suppressed.items():
             self._suppressed(reason.value, category).inc(n)
-        if suppressed[Reason.LINK_BLOCKED]:
-            self.metrics.blocked_links.labels(business=event.business_id).inc(
-                suppressed[Reason.LINK_BLOCKED]
-            )
+        if blocked := suppressed[Reason.LINK_BLOCKED]:
+            self.metrics.blocked_links.labels(business=event.business_id).inc(blocked)
         return out
 
     def _delivery(self, c: Candidate, d: Deliver, states: StateStore) -> OutRecord | None:
