@@ -762,17 +762,19 @@ class Sampler:
 class Publisher:
     """Publishes a phase's records as fast as the broker takes them, connected before timing.
 
-    A phase's records go out as whole record batches per partition (aiokafka's batch
-    builder, on a loop thread of its own), each partition in order, to the partition
-    Kafka's default partitioner gives the key: a record-at-a-time client in this
-    process (kafka-python manages ~10,000 a second here) would measure itself, not the
-    worker. `producer` is a kafka-python producer for the open-loop latency schedule.
+    A phase's records go out as whole record batches per partition, each partition in
+    order, where Kafka's default partitioner puts their keys: Herald's own BulkSender on
+    an aiokafka producer with a loop thread of its own. Record by record, kafka-python
+    measured itself rather than the worker (bench/README.md, Notes). `producer` is a
+    kafka-python producer for the open-loop latency schedule.
     """
 
     def __init__(self, settings: Settings) -> None:
         from aiokafka import AIOKafkaProducer
 
         from pipeline.clients import producer
+        from pipeline.metrics import build_metrics
+        from pipeline.streams.sending import BulkSender
 
         self._producer = producer(settings)
         self._loop = asyncio.new_event_loop()
@@ -788,10 +790,10 @@ class Publisher:
             return p
 
         self._bulk = self._run(started())
-        self._partitions: dict[str, int] = {}
-        for name in topics.INPUT_TOPICS:
-            self._producer.partitions_for(name)  # fetch metadata now, not on the first send
-            self._partitions[name] = len(self._run(self._bulk.partitions_for(name)))
+        self._sender = BulkSender(lambda: self._bulk, build_metrics())
+        for name in topics.INPUT_TOPICS:  # fetch metadata now, not on the first send
+            self._producer.partitions_for(name)
+            self._run(self._bulk.partitions_for(name))
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -802,28 +804,12 @@ class Publisher:
 
     def send(self, records: Iterable[Encoded]) -> float:
         """Send and wait for every acknowledgement; return when the first was handed over."""
-        from pipeline.streams.stages import partition_of
+        from pipeline.streams.stages import OutRecord
 
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
-        for t, k, v in records:
-            if t not in self._partitions:
-                self._partitions[t] = len(self._run(self._bulk.partitions_for(t)))
-            groups.setdefault((t, partition_of(k, self._partitions[t])), []).append((k, v))
+        out = [OutRecord(t, k, v) for t, k, v in records]
         first = time.monotonic()
-        self._run(self._send_batches(groups))
+        self._run(self._sender.send(out))
         return first
-
-    async def _send_batches(self, groups: dict[tuple[str, int], list[Any]]) -> None:
-        pending = []
-        for (topic, partition), pairs in groups.items():
-            batch = self._bulk.create_batch()
-            for key, value in pairs:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    pending.append(await self._bulk.send_batch(batch, topic, partition=partition))
-                    batch = self._bulk.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            pending.append(await self._bulk.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*pending)
 
     def close(self) -> None:
         self._run(self._bulk.stop())
