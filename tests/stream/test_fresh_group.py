@@ -2,8 +2,9 @@
 
 The second and third tests fail without pipeline/streams/seek_guard.py: faust hands the
 events it prefetched during table recovery to its streams while it seeks, then clears the
-streams (the third also without its hold: the fetcher goes on handing events over after
-the clear, and faust then drops the refetched ones as read already).
+streams. (The third also failed without the guard's hold, before envelopes: the fetcher
+went on handing events over after the clear, and faust then dropped the refetched ones
+as read already; see its comment.)
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ def test_events_published_while_a_fresh_group_joins_are_all_decided(
 SEEKING = "Seek stream partitions to committed offsets."
 
 
+def _stall_broker_as_recovery_ends(broker: EmbeddedBroker, restarted: Any) -> None:
+    """Freeze the broker for 2 s once the restarted worker starts its post-recovery seek."""
+    deadline = time.monotonic() + 60
+    while restarted.log().count(SEEKING) < 2:  # the first worker's log line is there too
+        assert time.monotonic() < deadline, "the restarted worker never finished recovery"
+        time.sleep(0.01)
+    broker.pause()
+    time.sleep(2)
+    broker.resume()
+
+
 def test_events_prefetched_during_table_recovery_survive_its_end(
     broker: EmbeddedBroker, settings: Settings, worker_factory: Any
 ) -> None:
@@ -74,13 +86,7 @@ def test_events_prefetched_during_table_recovery_survive_its_end(
     # The restarted worker prefetches them while it recovers its table. When it starts
     # seeking its input partitions to their committed offsets, the broker stalls for
     # 2 s: faust's seek waits on it while its fetcher hands the prefetched events over.
-    deadline = time.monotonic() + 60
-    while second.log().count(SEEKING) < 2:  # the first worker's log line is there too
-        assert time.monotonic() < deadline, "the restarted worker never finished recovery"
-        time.sleep(0.01)
-    broker.pause()
-    time.sleep(2)
-    broker.resume()
+    _stall_broker_as_recovery_ends(broker, second)
     report = wait_for_outcomes(settings, _expected_pairs(events, secret), 45)
     assert report.ok, report.summary() + "\n" + second.log()[-3000:]
 
@@ -112,13 +118,7 @@ def test_a_backlog_handed_over_as_recovery_ends_is_decided_once_each(
     ]
     publish(settings, _encoded([(topics.BUSINESS_EVENTS, e) for e in events], secret))
     second = worker_factory(HERALD_STALL_AFTER="600")
-    deadline = time.monotonic() + 60
-    while second.log().count(SEEKING) < 2:  # the first worker's log line is there too
-        assert time.monotonic() < deadline, "the restarted worker never finished recovery"
-        time.sleep(0.01)
-    broker.pause()
-    time.sleep(2)
-    broker.resume()
+    _stall_broker_as_recovery_ends(broker, second)
     report = wait_for_outcomes(settings, _expected_pairs(warmup + events, secret), 90)
     assert report.ok, report.summary() + "\n" + second.log()[-3000:]
     assert report.repeated_records == 0, report.summary()
