@@ -356,30 +356,26 @@ class LastFieldApart:
             raise WrongRecordType(f"{self.version.label}: the message was written by another")
         fo = io.BytesIO(data)
         fo.seek(HEADER_LENGTH)
-        try:
-            rest = cast(Record, schemaless_reader(fo, self._rest, None, True, True))
-        except Exception as exc:
-            raise MalformedBody(
-                f"{self.version.label}: {len(data)}-byte message does not decode "
-                f"({type(exc).__name__})"
-            ) from None
+        rest = self._read(fo, self._rest, f"{len(data)}-byte message")
         return rest, data[fo.tell() :]
 
     def decode_last(self, data: bytes) -> Any:
         """Decode the last field's bytes `split` returned; all of them, nothing more."""
         fo = io.BytesIO(data)
-        try:
-            value = cast(Record, schemaless_reader(fo, self._last, None, True, True))
-        except Exception as exc:
-            raise MalformedBody(
-                f"{self.version.label}: field {self.last_name} does not decode "
-                f"({type(exc).__name__})"
-            ) from None
+        value = self._read(fo, self._last, f"field {self.last_name}")
         if fo.tell() != len(data):
             raise MalformedBody(
                 f"{self.version.label}: {len(data) - fo.tell()} trailing bytes after the body"
             )
         return value[self.last_name]
+
+    def _read(self, fo: io.BytesIO, schema: Any, what: str) -> Record:
+        try:
+            return cast(Record, schemaless_reader(fo, schema, None, True, True))
+        except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ...
+            raise MalformedBody(
+                f"{self.version.label}: {what} does not decode ({type(exc).__name__})"
+            ) from None
 
     def _write(self, schema: Any, value: Any) -> bytes:
         out = io.BytesIO()
