@@ -97,6 +97,7 @@ def build_app(settings: Settings, progress: Path) -> Any:
         settings.app_id,
         broker=f"kafka://{settings.broker}",
         store="memory://",
+        datadir=str(settings.data_dir),  # not the checkout: faust makes it even for memory://
         topic_partitions=settings.partitions,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
