@@ -47,6 +47,7 @@ from pipeline.streams.seek_guard import install_rewind_after_seek
 from pipeline.streams.sending import BulkSender, ChunkWriter
 from pipeline.streams.stages import Clock, Decide, Ingest, InRecord, OutRecord
 from pipeline.streams.state_codec import decode_state, encode_state
+from pipeline.streams.window_store import Stored, WindowTable
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +161,13 @@ def subscriber_states(
     return TableCache(table, memo or DecodedMemo(decode_state, 0), encode_state, EMPTY_STATE)
 
 
-def business_windows(
-    table: Any, memo: DecodedMemo[BusinessWindow] | None = None
-) -> TableCache[BusinessWindow]:
-    return TableCache(table, memo or DecodedMemo(decode_window, 0), encode_window, BusinessWindow())
+def business_windows(table: Any, known: dict[str, Stored] | None = None) -> WindowTable:
+    return WindowTable(table, known if known is not None else {})
 
 
 def encode_window(window: BusinessWindow) -> bytes:
-    """Serialise a business's window of users reached (subscriber -> first reached)."""
+    """Serialise a business's window as one record (older Heralds' format; the naive
+    benchmark agent's)."""
     return orjson.dumps(dict(window.reached))
 
 
@@ -351,7 +351,7 @@ def build_app(
         stream: faust.StreamT[bytes],
         stage: Ingest | Decide,
         table: Any,
-        cache: Callable[[Any], TableCache[Any]],
+        cache: Callable[[Any], Any],  # a TableCache or WindowTable of the stage's table
     ) -> None:
         """Feed batches to a stage, one partition at a time; write state, then outputs.
 
@@ -436,8 +436,8 @@ def build_app(
 
     @app.agent(events_in, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        memo = DecodedMemo(decode_window, 1_000)  # businesses are few
-        await run_stage(stream, ingest_stage, businesses, lambda t: business_windows(t, memo))
+        known: dict[str, Stored] = {}
+        await run_stage(stream, ingest_stage, businesses, lambda t: business_windows(t, known))
 
     @app.agent(decide_in, name="decide")
     async def decide(stream: faust.StreamT[bytes]) -> None:

@@ -64,3 +64,43 @@ def test_opt_outs_survive_sigkill_and_restart(
     assert collect(settings, topics.DELIVERIES, 0, timeout=1) == []
     reasons = Counter(s["reason"] for s in suppressions)
     assert reasons == Counter({"OPTED_OUT": SUBSCRIBERS}), (reasons, second.log()[-2000:])
+
+
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_a_business_window_survives_sigkill_and_restart(
+    settings: Settings, worker_factory: Any, store: str
+) -> None:
+    """A TIER_2 business (2,000 users a day) reaches 1,200 (three segments of the window),
+    the worker is killed; after the restart 1,000 new users leave 200 over the limit."""
+    now = int(time.time() * 1000)
+    business = "corner-store"
+
+    def notice(n: int, phones: list[str]) -> dict[str, Any]:
+        return {"event_id": f"promo-{n}", "business_id": business, "kind": "PROMOTION",
+                "occurred_at": now, "expires_at": now + 86_400_000, "recipients": phones,
+                "entity_id": None, "entity_version": None, "tags": ["home"], "offer": None,
+                "payload": {"Promotion": {"campaign_id": f"c{n}"}},
+                "template": {"name": "sale", "language": "id", "params": [str(n)]}}  # fmt: skip
+
+    phones = [f"+62814{n:08d}" for n in range(2_200)]
+    first = worker_factory(HERALD_STORE=store)
+    send(settings, topics.BUSINESS_PROFILES, [
+        {"business_id": business, "tier": "TIER_2", "verified": True, "status": "ACTIVE",
+         "reason": None, "updated_at": now - 60_000}])  # fmt: skip
+    time.sleep(1)  # the profile is read by the worker's reference reader
+    # In two goes, so the second batch adds to a segment the first one wrote.
+    for start in (0, 600):
+        events = [notice(i, phones[i : i + 200]) for i in range(start, start + 600, 200)]
+        send(settings, topics.BUSINESS_EVENTS, events)
+        before = collect(settings, topics.SUPPRESSIONS, start + 600, timeout=120)
+    assert not [s for s in before if s["reason"] == "BUSINESS_LIMIT"]
+    time.sleep(6)  # past faust's commit interval: the events will not be read again
+    assert first.process is not None
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+
+    second = worker_factory(HERALD_STORE=store, HERALD_STALL_AFTER="600")
+    send(settings, topics.BUSINESS_EVENTS, [notice(1_200, phones[1_200:])])
+    everything = collect(settings, topics.SUPPRESSIONS, 2_200, timeout=120)
+    reasons = Counter(s["reason"] for s in everything if s["event_id"] == "promo-1200")
+    assert reasons["BUSINESS_LIMIT"] == 200, (reasons, second.log()[-2000:])
