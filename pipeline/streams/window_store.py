@@ -152,7 +152,10 @@ def changed(
     )  # fmt: skip
     if in_order:
         first, start = old_first + dropped, old_end
-        order = [*order[dropped:], *_last(new, added)]
+        # In place: the stored state this replaces is not used again, and copying a big
+        # window's order cost more than the rest of the write.
+        del order[:dropped]
+        order.extend(_last(new, added))
     else:  # anything else (a clock stepped back): write it all anew, past the old numbers
         first = start = old_end
         order = list(new)
