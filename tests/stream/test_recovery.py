@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline import topics
+from pipeline.clients import read_topic
+from pipeline.domain.models import HOUR_MS
 from pipeline.settings import Settings
 from tests.stream.test_pipeline import collect, send
 
@@ -68,16 +71,17 @@ def test_opt_outs_survive_sigkill_and_restart(
 
 @pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_a_business_window_survives_sigkill_and_restart(
-    settings: Settings, worker_factory: Any, store: str
+    settings: Settings, worker_factory: Any, store: str, tmp_path: Path
 ) -> None:
     """A TIER_2 business (2,000 users a day) reaches 1,200 (three segments of the window),
-    the worker is killed; after the restart 1,000 new users leave 200 over the limit."""
+    the worker is killed; after the restart 1,000 new users leave 200 over the limit; a
+    day later the window has expired, its segments are deleted, and users count anew."""
     now = int(time.time() * 1000)
     business = "corner-store"
 
-    def notice(n: int, phones: list[str]) -> dict[str, Any]:
+    def notice(n: int, phones: list[str], at: int = now) -> dict[str, Any]:
         return {"event_id": f"promo-{n}", "business_id": business, "kind": "PROMOTION",
-                "occurred_at": now, "expires_at": now + 86_400_000, "recipients": phones,
+                "occurred_at": at, "expires_at": at + 86_400_000, "recipients": phones,
                 "entity_id": None, "entity_version": None, "tags": ["home"], "offer": None,
                 "payload": {"Promotion": {"campaign_id": f"c{n}"}},
                 "template": {"name": "sale", "language": "id", "params": [str(n)]}}  # fmt: skip
@@ -99,8 +103,20 @@ def test_a_business_window_survives_sigkill_and_restart(
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
 
-    second = worker_factory(HERALD_STORE=store, HERALD_STALL_AFTER="600")
+    clock = tmp_path / "clock-offset"
+    clock.write_text("0")
+    second = worker_factory(
+        HERALD_STORE=store, HERALD_STALL_AFTER="600", HERALD_CLOCK_OFFSET_FILE=str(clock)
+    )
     send(settings, topics.BUSINESS_EVENTS, [notice(1_200, phones[1_200:])])
     everything = collect(settings, topics.SUPPRESSIONS, 2_200, timeout=120)
     reasons = Counter(s["reason"] for s in everything if s["event_id"] == "promo-1200")
     assert reasons["BUSINESS_LIMIT"] == 200, (reasons, second.log()[-2000:])
+
+    clock.write_text(str(25 * HOUR_MS))
+    send(settings, topics.BUSINESS_EVENTS, [notice(2_200, phones[:1], now + 25 * HOUR_MS)])
+    everything = collect(settings, topics.SUPPRESSIONS, 2_201, timeout=120)
+    assert [s["reason"] for s in everything if s["event_id"] == "promo-2200"] == ["NO_ACCOUNT"]
+    changelog = f"{settings.app_id}-businesses-changelog"
+    deleted = sorted(k for k, v, _, _ in read_topic(settings, changelog) if v is None)
+    assert deleted == [f"{business}\x1f{n}".encode() for n in range(4)], second.log()[-2000:]
