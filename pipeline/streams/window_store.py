@@ -28,7 +28,7 @@ from pipeline.streams.stages import OutRecord
 
 SEGMENT = 500  # entries a segment record holds: ~40 KB
 KNOWN = 1_000  # businesses whose decoded windows an agent keeps between batches
-SEPARATOR = "\x1f"  # between a business id and a segment number: not in business ids
+SEPARATOR = "\x1f"  # between a business id and a segment number (validation refuses it in ids)
 
 
 @dataclass
@@ -132,32 +132,43 @@ def read(table: Any, business_id: str, head: bytes | None, size: int = SEGMENT) 
 def changed(
     business_id: str, stored: Stored, window: BusinessWindow, size: int = SEGMENT
 ) -> tuple[list[tuple[str, bytes | None]], Stored]:
-    """Return the records that turn `stored` into `window` (key, bytes or None to delete)."""
+    """Return the records that turn `stored` into `window` (key, bytes or None to delete).
+
+    In the order they must be written: segments, then the head, then tombstones, so that
+    if only the first of them reach the changelog (a batch cut short) the old head still
+    reads its old window, and the new head only the new one. Uses up `stored.order`.
+    """
     old, new = stored.window.reached, window.reached
     old_first, old_end = stored.first, stored.first + len(stored.order)
     # `admit` drops expired entries from the front and adds new ones at the end: find
     # the new ones from the end (a user pruned and reached again has a new time).
-    added = 0
+    added, last_kept = 0, None
     for subscriber, at in _newest_first(new):
         if old.get(subscriber) == at:
+            last_kept = subscriber
             break
         added += 1
     kept = len(new) - added
     dropped = len(stored.order) - kept
     order = stored.order
-    # What is kept is in the old order; if its first entry is where the old order says,
-    # it is the old order from there on.
+    # What is kept is in the old order; if it starts and ends where the old order does
+    # from `dropped` on, it is the old order from there (a clock stepped back can make
+    # pruning drop entries from the middle or the end instead).
     in_order = not stored.legacy and dropped >= 0 and (
-        kept == 0 or next(iter(new)) == order[dropped]
+        kept == 0 or (next(iter(new)) == order[dropped] and last_kept == order[-1])
     )  # fmt: skip
+    pruned: list[list[Any]] = []  # old entries of the segment added to, pruned now
     if in_order:
         first, start = old_first + dropped, old_end
+        keep_from = max(start // size * size, old_first)
+        if added and keep_from < first:  # written again: the old head still counts them
+            pruned = [[s, old[s]] for s in order[keep_from - old_first : first - old_first]]
         # In place: the stored state this replaces is not used again, and copying a big
         # window's order cost more than the rest of the write.
         del order[:dropped]
         order.extend(_last(new, added))
-    else:  # anything else (a clock stepped back): write it all anew, past the old numbers
-        first = start = old_end
+    else:  # write it all anew in segments of its own, the old ones readable till the head moves
+        first = start = -(-old_end // size) * size
         order = list(new)
     next_ = first + len(order)
     writes: list[tuple[str, bytes | None]] = []
@@ -165,13 +176,15 @@ def changed(
         lo = max(segment * size, first)
         hi = min((segment + 1) * size, next_)
         entries = [[s, new[s]] for s in order[lo - first : hi - first]]
+        if pruned and segment == start // size:
+            lo, entries = lo - len(pruned), pruned + entries
         writes.append((segment_key(business_id, segment), orjson.dumps([lo, entries])))
-    if not stored.legacy:  # the segments wholly below the first live entry
-        for segment in range(old_first // size, min(first // size, -(-old_end // size))):
-            writes.append((segment_key(business_id, segment), None))
     last = [order[-1], new[order[-1]]] if order else []
     head = orjson.dumps([first, next_, *last])
     writes.append((business_id, head))
+    if not stored.legacy:  # the segments wholly below the first live entry
+        for segment in range(old_first // size, first // size):
+            writes.append((segment_key(business_id, segment), None))
     return writes, Stored(head, window, first, order)
 
 

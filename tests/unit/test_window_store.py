@@ -109,7 +109,7 @@ def test_a_clock_stepped_back_rewrites_the_window_and_loses_nobody() -> None:
     want = {s: T0 + 20 * HOUR_MS for s in u[5:8]} | {u[9]: T0 + 25 * HOUR_MS}
     assert window_in(table, 7) == want
     assert window_in(Table().replayed(list(_all_records(table))), 7) == want
-    assert {r.key for r in records if r.value is None} == {b"b\x1f0"}  # the old numbers
+    assert {r.key for r in records if r.value is None} == {b"b\x1f0", b"b\x1f1"}  # old numbers
 
 
 def _all_records(table: Table) -> list:
@@ -148,3 +148,31 @@ def test_a_missing_segment_is_an_error_not_an_empty_window() -> None:
 
 def test_business_windows_is_the_segmented_table() -> None:
     assert isinstance(business_windows(Table()), WindowTable)
+
+
+def test_a_write_back_cut_short_reads_as_the_old_window_or_the_new_one() -> None:
+    """Whatever prefix of a batch's records reaches the changelog (a worker killed mid-send),
+    a restart reads one of the two windows, never a mix or a missing segment."""
+    rng = random.Random(11)
+    table, known, changelog = Table(), {}, []
+    expected = BusinessWindow()
+    now = T0
+    for _ in range(200):
+        now += rng.choice((1, HOUR_MS, 5 * HOUR_MS, 25 * HOUR_MS, -30 * HOUR_MS))
+        before = dict(expected.reached)
+        batch = users(rng.randrange(60), rng.randrange(0, 9))
+        _, _, expected = admit(expected, BIG, batch, POLICY, now)
+        records = reach(table, known, batch, now, 3)
+        for cut in range(len(records)):
+            got = window_in(table.replayed(changelog + records[:cut]), 3)
+            assert got in (before, dict(expected.reached)), cut
+        changelog += records
+
+
+def test_an_older_heralds_window_emptied_by_its_first_write_reads_back_empty() -> None:
+    table, known = Table(), {}
+    table.data[b"b"] = orjson.dumps({u: T0 for u in users(0, 3)})
+    reach(table, known, [], T0 + 25 * HOUR_MS, 7)  # all three expire, nobody is added
+    assert window_in(table, 7) == {}
+    reach(table, {}, users(3, 1), T0 + 26 * HOUR_MS, 7)  # another worker, nothing known
+    assert window_in(table, 7) == {users(3, 1)[0]: T0 + 26 * HOUR_MS}
