@@ -15,6 +15,10 @@ def validate_event(event: BusinessEvent, policy: Policy, now: int) -> None:
         raise InvalidEvent("event_id is empty")
     if not event.business_id.strip():
         raise InvalidEvent("business_id is empty")
+    if not event.business_id.isprintable():
+        # Control characters have no place in an id, and the business table keys a
+        # window's segments with one (\x1f) after the business id.
+        raise InvalidEvent("business_id has control characters")
     count = len(event.recipients)
     if count == 0:
         raise InvalidEvent("event has no recipients")

@@ -50,6 +50,7 @@ def test_limits_are_inclusive() -> None:
         ({"event_id": ""}, "event_id is empty"),
         ({"event_id": "  "}, "event_id is empty"),
         ({"business_id": ""}, "business_id is empty"),
+        ({"business_id": "acme\x1f0"}, "business_id has control characters"),
         ({"recipients": ()}, "no recipients"),
         ({"recipients": (NUMBER,) * 4}, "4 recipients, more than the limit of 3"),
         ({"template": Template("t", "en", ("ok", SECRET_PARAM * 2))}, "parameter 1 has 18"),
