@@ -92,7 +92,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 key, record = json_to_record(args.topic, json.loads(line), secret)
                 value = codec.encode(record_name, record)
             except (ValueError, HeraldError) as exc:  # JSON, input and codec errors
-                print(f"line {lineno}: {exc}", file=sys.stderr)
+                error(f"line {lineno}: {exc}")
                 return 2
             prod.send(args.topic, key=key, value=value)
             sent += 1
@@ -262,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error(message: str) -> None:
+    """Write an error line to stderr in one write: `print` writes the line and its end
+    apart, and a client's logging thread can land between them on the same line."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the herald command line."""
     args = build_parser().parse_args(argv)
@@ -269,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except HeraldError as exc:
-        print(f"herald: {exc}", file=sys.stderr)
+        error(f"herald: {exc}")
         return 2
 
 
