@@ -84,14 +84,10 @@ def build_app(settings: Settings, progress: Path) -> Any:
     from pipeline.domain import BusinessWindow, KeyMaker
     from pipeline.metrics import build_metrics
     from pipeline.policy import load_policy
-    from pipeline.streams.app import (
-        EMPTY_STATE,
-        decode_window,
-        encode_window,
-        wall_clock,
-    )
+    from pipeline.streams.app import EMPTY_STATE, wall_clock
     from pipeline.streams.stages import Decide, Ingest, InRecord
     from pipeline.streams.state_codec import decode_state, encode_state
+    from pipeline.streams.window_store import decode_window, encode_window
 
     app = faust.App(
         settings.app_id,

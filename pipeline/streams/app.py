@@ -17,17 +17,15 @@ import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import faust
-import orjson
 from faust.streams import _current_event  # the context var stores read the partition from
 from faust.types import EventT
 
 from pipeline import topics
 from pipeline.codec import SchemaRegistry, default_registry
-from pipeline.domain import BusinessWindow, KeyMaker
+from pipeline.domain import KeyMaker
 from pipeline.domain.models import Policy, SubscriberState
 from pipeline.health import Health
 from pipeline.metrics import Metrics, build_metrics
@@ -163,16 +161,6 @@ def subscriber_states(
 
 def business_windows(table: Any, known: dict[str, Stored] | None = None) -> WindowTable:
     return WindowTable(table, known if known is not None else {})
-
-
-def encode_window(window: BusinessWindow) -> bytes:
-    """Serialise a business's window as one record (older Heralds' format; the naive
-    benchmark agent's)."""
-    return orjson.dumps(dict(window.reached))
-
-
-def decode_window(data: bytes) -> BusinessWindow:
-    return BusinessWindow(MappingProxyType(orjson.loads(data)))
 
 
 @contextlib.contextmanager

@@ -105,6 +105,16 @@ class WindowTable(dict[str, BusinessWindow]):
         return changes
 
 
+def encode_window(window: BusinessWindow) -> bytes:
+    """Serialise a whole window as one record: older Heralds' format, and the naive
+    benchmark agent's."""
+    return orjson.dumps(dict(window.reached))
+
+
+def decode_window(data: bytes) -> BusinessWindow:
+    return BusinessWindow(MappingProxyType(orjson.loads(data)))
+
+
 def segment_key(business_id: str, segment: int) -> str:
     return f"{business_id}{SEPARATOR}{segment}"
 
@@ -113,12 +123,13 @@ def read(table: Any, business_id: str, head: bytes | None, size: int = SEGMENT) 
     """Decode what the table holds for a business (its head, then its live segments)."""
     if head is None:
         return Stored(None, BusinessWindow(), 0, [])
+    if head.startswith(b"{"):  # an older Herald's whole window
+        window = decode_window(head)
+        return Stored(head, window, 0, list(window.reached), legacy=True)
     value = orjson.loads(head)
-    if isinstance(value, dict):  # an older Herald's whole window
-        return Stored(head, BusinessWindow(MappingProxyType(value)), 0, list(value), legacy=True)
     first, next_, *_ = value
     reached: dict[str, int] = {}
-    for segment in range(first // size, -(-next_ // size)):
+    for segment in range(first // size, _segments_to(next_, size)):
         raw = table.get(segment_key(business_id, segment).encode())
         if raw is None:
             raise ValueError(f"business window segment {segment} of {business_id!r} is missing")
@@ -168,11 +179,11 @@ def changed(
         del order[:dropped]
         order.extend(_last(new, added))
     else:  # write it all anew in segments of its own, the old ones readable till the head moves
-        first = start = -(-old_end // size) * size
+        first = start = _segments_to(old_end, size) * size
         order = list(new)
     next_ = first + len(order)
     writes: list[tuple[str, bytes | None]] = []
-    for segment in range(start // size, -(-next_ // size) if next_ > start else 0):
+    for segment in range(start // size, _segments_to(next_, size) if next_ > start else 0):
         lo = max(segment * size, first)
         hi = min((segment + 1) * size, next_)
         entries = [[s, new[s]] for s in order[lo - first : hi - first]]
@@ -186,6 +197,11 @@ def changed(
         for segment in range(old_first // size, first // size):
             writes.append((segment_key(business_id, segment), None))
     return writes, Stored(head, window, first, order)
+
+
+def _segments_to(end: int, size: int) -> int:
+    """The number of segments entries 0..end-1 take (the segment after the last)."""
+    return -(-end // size)
 
 
 def _newest_first(mapping: Mapping[str, int]) -> Iterator[tuple[str, int]]:

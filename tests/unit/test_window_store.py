@@ -12,8 +12,8 @@ from pipeline.domain import BusinessWindow
 from pipeline.domain.business_limit import admit
 from pipeline.domain.models import HOUR_MS, BusinessProfile
 from pipeline.policy import default_policy
-from pipeline.streams.app import business_windows, encode_window
-from pipeline.streams.window_store import SEGMENT, Stored, WindowTable
+from pipeline.streams.app import business_windows
+from pipeline.streams.window_store import SEGMENT, Stored, WindowTable, encode_window
 
 POLICY = default_policy()
 BIG = BusinessProfile("b", "TIER_4")  # 100,000 users a day
