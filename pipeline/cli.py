@@ -40,7 +40,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         try:
             while not stop.wait(0.5):
                 if broker.process is not None and broker.process.poll() is not None:
-                    print("broker exited unexpectedly", file=sys.stderr)
+                    error("broker exited unexpectedly")
                     return 1
         except KeyboardInterrupt:
             pass
@@ -151,7 +151,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     decisions = explain(_settings(args), args.event, args.phone)
     if not decisions:
-        print("no decision recorded for that event and number (yet)", file=sys.stderr)
+        error("no decision recorded for that event and number (yet)")
         return 1
     for d in decisions:
         print(json.dumps(d, indent=2))
