@@ -340,10 +340,14 @@ class LastFieldApart:
             ) from None
         return self._write(self._last, {self.last_name: value})
 
-    def encode(self, rest: Mapping[str, Any], last: bytes) -> bytes:
-        """Write a record from its other fields (checked) and its last field's bytes."""
+    def encode(self, rest: Mapping[str, Any], last: bytes, *, check: bool = True) -> bytes:
+        """Write a record from its other fields (checked) and its last field's bytes.
+
+        `check=False` skips the field check, as `SchemaRegistry.encode` does.
+        """
         try:
-            self._check_rest(rest)
+            if check:
+                self._check_rest(rest)
         except _Mismatch as exc:
             raise InvalidRecord(
                 f"{self.version.label}: field {exc.path or '(record)'} does not fit the schema"

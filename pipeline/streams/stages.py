@@ -227,7 +227,9 @@ class Ingest:
             rest = records.candidate_batch_rest_to_wire(
                 expansion.category, recipients, source, limited
             )
-            value = self.batches.encode(rest, event_bytes)
+            # Unchecked: Herald computed every field but the event, which was checked
+            # (encode_last); the check cost ~2 µs a recipient, half of writing them.
+            value = self.batches.encode(rest, event_bytes, check=False)
             out.append(OutRecord(self.candidates_topic, src.key, value, partition))
         for bad in expansion.invalid:
             s = suppress_invalid(event, bad, self.policy, now)
