@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.domain.keys import DEVELOPMENT_SECRET
 from pipeline.errors import ConfigError
-from pipeline.settings import KafkaSecurity, Secret, Settings
+from pipeline.settings import KafkaSecurity, Secret, Settings, parse_cpu_list
 from pipeline.streams.app import faust_credentials
 
 SECRET = "s3cr3t-subscriber-hmac-key"
@@ -287,3 +287,24 @@ def test_faust_and_kafka_python_get_the_same_security(protocol: str, mechanism: 
     assert config.get("sasl_mechanism") == credentials.mechanism.value
     assert config["sasl_plain_username"] == credentials.username
     assert config["sasl_plain_password"] == credentials.password
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("3", {3}), ("0,2", {0, 2}), ("0-3,6", {0, 1, 2, 3, 6}), (" 1 , 2-2 ", {1, 2})],
+)
+def test_cpu_lists_read_as_taskset_writes_them(text: str, cpus: set[int]) -> None:
+    assert parse_cpu_list(text) == cpus
+    assert Settings.from_env({"HERALD_CPUS": text}).cpus == cpus
+
+
+@pytest.mark.parametrize("text", ["two", "3-1", "-1", "1,", "0-99999"])
+def test_a_bad_cpu_list_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="HERALD_CPUS is not a CPU list"):
+        Settings.from_env({"HERALD_CPUS": text})
+
+
+def test_no_cpu_list_leaves_the_worker_where_the_os_puts_it() -> None:
+    assert Settings.from_env({}).cpus is None
+    with pytest.raises(ConfigError, match="at least one CPU"):
+        Settings(cpus=frozenset())
