@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from pipeline import topics
 from pipeline.processes import stop_process
 from pipeline.settings import Settings
+from pipeline.worker import pin_to_cpus
 
 NAIVE_EVENTS = "bench-naive-events"
 NAIVE_CANDIDATES = "bench-naive-candidates"
@@ -162,6 +163,8 @@ def run_worker() -> int:
     import faust
 
     settings = Settings.from_env()
+    if settings.cpus is not None:  # pinned as Herald's worker is
+        pin_to_cpus(settings.cpus)
     progress = Path(os.environ["BENCH_NAIVE_PROGRESS"])
     app = build_app(settings, progress)
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()

@@ -81,6 +81,9 @@ class Params:
     timeout_s: float = 300.0
     profile: str | None = None  # None, "py-spy" or "cprofile"
     worker_env: dict[str, str] = field(default_factory=dict)
+    # The CPU the Python process under test runs on (the ceiling loop, each worker in
+    # turn), the broker and the bench's own threads left to the others; None: unpinned.
+    cpu: int | None = None
     # The full suite (`python -m bench`) only:
     skip: tuple[str, ...] = ()  # phases left out: latency, two-workers, naive, plot
     latency_seconds: float = 20.0  # open-loop load per level
@@ -128,6 +131,11 @@ def parse_args(
         help="profile the worker: py-spy samples the Herald phases only (py-spy must be "
         "installed); cprofile runs the whole worker under cProfile (slower: figures skewed)",
     )
+    p.add_argument(
+        "--no-pin", action="store_true",
+        help="leave the worker and the ceiling loop unpinned (default: each on the last CPU, "
+        "as HERALD_CPUS does, when there are two or more)",
+    )  # fmt: skip
     p.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
     p.add_argument("--note", default="", help="free text stored with the result (what changed)")
     a = p.parse_args(argv)
@@ -148,6 +156,7 @@ def parse_args(
         timeout_s=a.timeout,
         profile=a.profile,
         worker_env={k: os.environ[k] for k in WORKER_TUNABLES if os.environ.get(k)},
+        cpu=None if a.no_pin else pinned_cpu(),
     )
     if suite:
         params = replace(
@@ -166,6 +175,27 @@ def parse_args(
 
 
 # ------------------------------------------------------------------------------- machine
+
+
+def pinned_cpu() -> int | None:
+    """Return the CPU the process under test gets to itself, or None on a single CPU."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[-1] if len(allowed) >= 2 else None
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int | None) -> Iterator[None]:
+    """Run the calling thread on `cpu` alone meanwhile (the ceiling loop, as HERALD_CPUS
+    pins a worker), and where it was allowed before afterwards."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def machine() -> dict[str, Any]:
@@ -928,6 +958,7 @@ class HeraldBench:
             "HERALD_SESSION_TIMEOUT": "6",
             "HERALD_DATA_DIR": str(workdir / "data"),
             "HERALD_SECRET": BENCH_SECRET,
+            **({"HERALD_CPUS": str(params.cpu)} if params.cpu is not None else {}),
             **params.worker_env,
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
@@ -1333,7 +1364,8 @@ def main(
                 f"{len(traffic.mix):,} mixed events, {len(traffic.campaign):,} campaign "
                 f"events in {traffic.encode_s:.1f} s"
             )
-            ceiling = asyncio.run(run_ceiling(broker, params))
+            with on_cpu(params.cpu):  # as the worker: a CPU of its own
+                ceiling = asyncio.run(run_ceiling(broker, params))
             console.print(
                 f"ceiling: {ceiling.records:,} records in {ceiling.seconds:.2f} s "
                 f"(pre-load {ceiling.preload_s:.1f} s)"
