@@ -11,7 +11,6 @@ ratio leans low, not high.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import urllib.error
@@ -62,8 +61,8 @@ def two_workers_phase(run: Run) -> None:
     one = run.herald.campaign
     assert one is not None and bench.publisher is not None and bench.worker.process is not None
     env = bench.worker.env | {"HERALD_DATA_DIR": str(run.workdir / "data2")}
-    if params.cpu is not None:  # a CPU each: the second gets the first allowed one
-        env["HERALD_CPUS"] = str(min(os.sched_getaffinity(0)))
+    if params.ceiling_cpu is not None:  # a CPU each: the second gets the ceiling's
+        env["HERALD_CPUS"] = str(params.ceiling_cpu)
     second = Worker(env, run.workdir / "worker2.log", None)
     sampler2 = Sampler(second)
     try:

@@ -81,9 +81,12 @@ class Params:
     timeout_s: float = 300.0
     profile: str | None = None  # None, "py-spy" or "cprofile"
     worker_env: dict[str, str] = field(default_factory=dict)
-    # The CPU the Python process under test runs on (the ceiling loop, each worker in
-    # turn), the broker and the bench's own threads left to the others; None: unpinned.
+    # CPUs of their own for the Python processes under test (None: unpinned): the worker
+    # (HERALD_CPUS) on the last, the ceiling loop on the first, so that the worker, warm
+    # and idle while the ceiling runs, does not share its CPU. The broker and the bench's
+    # own threads go where the OS puts them.
     cpu: int | None = None
+    ceiling_cpu: int | None = None
     # The full suite (`python -m bench`) only:
     skip: tuple[str, ...] = ()  # phases left out: latency, two-workers, naive, plot
     latency_seconds: float = 20.0  # open-loop load per level
@@ -133,8 +136,8 @@ def parse_args(
     )
     p.add_argument(
         "--no-pin", action="store_true",
-        help="leave the worker and the ceiling loop unpinned (default: each on the last CPU, "
-        "as HERALD_CPUS does, when there are two or more)",
+        help="leave the worker and the ceiling loop unpinned (default, with two CPUs or "
+        "more: the worker on the last, as HERALD_CPUS does, the ceiling loop on the first)",
     )  # fmt: skip
     p.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
     p.add_argument("--note", default="", help="free text stored with the result (what changed)")
@@ -156,7 +159,8 @@ def parse_args(
         timeout_s=a.timeout,
         profile=a.profile,
         worker_env={k: os.environ[k] for k in WORKER_TUNABLES if os.environ.get(k)},
-        cpu=None if a.no_pin else pinned_cpu(),
+        cpu=None if a.no_pin else pinned_cpus()[1],
+        ceiling_cpu=None if a.no_pin else pinned_cpus()[0],
     )
     if suite:
         params = replace(
@@ -177,10 +181,10 @@ def parse_args(
 # ------------------------------------------------------------------------------- machine
 
 
-def pinned_cpu() -> int | None:
-    """Return the CPU the process under test gets to itself, or None on a single CPU."""
+def pinned_cpus() -> tuple[int | None, int | None]:
+    """Return (the ceiling loop's CPU, the worker's), or Nones on a single CPU."""
     allowed = sorted(os.sched_getaffinity(0))
-    return allowed[-1] if len(allowed) >= 2 else None
+    return (allowed[0], allowed[-1]) if len(allowed) >= 2 else (None, None)
 
 
 @contextlib.contextmanager
@@ -1100,9 +1104,11 @@ PROFILE_BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("asyncio event loop", ("asyncio/", "selectors.py")),
 )
 METRICS_THREAD = "the /metrics endpoint thread (the bench's own scraping)"
-IDLE = "waiting in select() (mostly the consumer thread's fetch loop)"
+IDLE = "waiting: in select() (mostly the consumer thread's fetch loop), or a thread pool's queue"
 # py-spy's idle detection misses threads blocked in epoll: count those samples apart.
-IDLE_LEAVES = ("select (selectors.py",)
+# The same for an idle thread-pool worker blocked on its queue (asyncio.to_thread's pool:
+# the table-size count every 30 s): its innermost Python frame is the queue get.
+IDLE_LEAVES = ("select (selectors.py", "_worker (concurrent/futures/thread.py:81)")
 
 
 def _pyspy_stacks(path: Path) -> Iterator[tuple[list[str], int]]:
@@ -1364,7 +1370,7 @@ def main(
                 f"{len(traffic.mix):,} mixed events, {len(traffic.campaign):,} campaign "
                 f"events in {traffic.encode_s:.1f} s"
             )
-            with on_cpu(params.cpu):  # as the worker: a CPU of its own
+            with on_cpu(params.ceiling_cpu):  # as the worker: a CPU of its own
                 ceiling = asyncio.run(run_ceiling(broker, params))
             console.print(
                 f"ceiling: {ceiling.records:,} records in {ceiling.seconds:.2f} s "
