@@ -11,6 +11,7 @@ ratio leans low, not high.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import urllib.error
@@ -61,8 +62,8 @@ def two_workers_phase(run: Run) -> None:
     one = run.herald.campaign
     assert one is not None and bench.publisher is not None and bench.worker.process is not None
     env = bench.worker.env | {"HERALD_DATA_DIR": str(run.workdir / "data2")}
-    if params.ceiling_cpu is not None:  # a CPU each: the second gets the ceiling's
-        env["HERALD_CPUS"] = str(params.ceiling_cpu)
+    if params.cpu is not None:  # a CPU each: the second gets the first allowed one
+        env["HERALD_CPUS"] = str(min(os.sched_getaffinity(0)))
     second = Worker(env, run.workdir / "worker2.log", None)
     sampler2 = Sampler(second)
     try:

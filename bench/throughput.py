@@ -59,7 +59,7 @@ STALL_S = 30.0  # a phase fails when the worker's count has not moved for this l
 # The per-subscriber records timed as "signal and link updates applied".
 SUBSCRIBER_TOPICS = (topics.ACCOUNT_LINKS, topics.USER_SIGNALS)
 # Worker settings a caller may set to compare runs; every other HERALD_* is ours.
-WORKER_TUNABLES = ("HERALD_BATCH_SIZE", "HERALD_BATCH_WITHIN")
+WORKER_TUNABLES = ("HERALD_BATCH_SIZE", "HERALD_BATCH_WITHIN", "HERALD_FETCH_WAIT_MS")
 
 Encoded = tuple[str, bytes, bytes]  # (topic, key, value)
 
@@ -81,12 +81,10 @@ class Params:
     timeout_s: float = 300.0
     profile: str | None = None  # None, "py-spy" or "cprofile"
     worker_env: dict[str, str] = field(default_factory=dict)
-    # CPUs of their own for the Python processes under test (None: unpinned): the worker
-    # (HERALD_CPUS) on the last, the ceiling loop on the first, so that the worker, warm
-    # and idle while the ceiling runs, does not share its CPU. The broker and the bench's
-    # own threads go where the OS puts them.
+    # The CPU the worker runs on (HERALD_CPUS; the naive app's too), None: unpinned. The
+    # ceiling loop is left unpinned: pinned, it was no faster, and a ceiling at its best
+    # keeps the ratios honest.
     cpu: int | None = None
-    ceiling_cpu: int | None = None
     # The full suite (`python -m bench`) only:
     skip: tuple[str, ...] = ()  # phases left out: latency, two-workers, naive, plot
     latency_seconds: float = 20.0  # open-loop load per level
@@ -136,8 +134,8 @@ def parse_args(
     )
     p.add_argument(
         "--no-pin", action="store_true",
-        help="leave the worker and the ceiling loop unpinned (default, with two CPUs or "
-        "more: the worker on the last, as HERALD_CPUS does, the ceiling loop on the first)",
+        help="leave the worker unpinned (default, with two CPUs or more: on the last, "
+        "with HERALD_CPUS, as a deployment gives each worker a core)",
     )  # fmt: skip
     p.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
     p.add_argument("--note", default="", help="free text stored with the result (what changed)")
@@ -159,8 +157,7 @@ def parse_args(
         timeout_s=a.timeout,
         profile=a.profile,
         worker_env={k: os.environ[k] for k in WORKER_TUNABLES if os.environ.get(k)},
-        cpu=None if a.no_pin else pinned_cpus()[1],
-        ceiling_cpu=None if a.no_pin else pinned_cpus()[0],
+        cpu=None if a.no_pin else pinned_cpu(),
     )
     if suite:
         params = replace(
@@ -181,25 +178,10 @@ def parse_args(
 # ------------------------------------------------------------------------------- machine
 
 
-def pinned_cpus() -> tuple[int | None, int | None]:
-    """Return (the ceiling loop's CPU, the worker's), or Nones on a single CPU."""
+def pinned_cpu() -> int | None:
+    """Return the CPU the worker gets to itself (the last allowed), None on a single CPU."""
     allowed = sorted(os.sched_getaffinity(0))
-    return (allowed[0], allowed[-1]) if len(allowed) >= 2 else (None, None)
-
-
-@contextlib.contextmanager
-def on_cpu(cpu: int | None) -> Iterator[None]:
-    """Run the calling thread on `cpu` alone meanwhile (the ceiling loop, as HERALD_CPUS
-    pins a worker), and where it was allowed before afterwards."""
-    if cpu is None:
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+    return allowed[-1] if len(allowed) >= 2 else None
 
 
 def machine() -> dict[str, Any]:
@@ -1370,8 +1352,7 @@ def main(
                 f"{len(traffic.mix):,} mixed events, {len(traffic.campaign):,} campaign "
                 f"events in {traffic.encode_s:.1f} s"
             )
-            with on_cpu(params.ceiling_cpu):  # as the worker: a CPU of its own
-                ceiling = asyncio.run(run_ceiling(broker, params))
+            ceiling = asyncio.run(run_ceiling(broker, params))
             console.print(
                 f"ceiling: {ceiling.records:,} records in {ceiling.seconds:.2f} s "
                 f"(pre-load {ceiling.preload_s:.1f} s)"
