@@ -126,8 +126,8 @@ class Settings:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     log_format: str = "text"  # or "json": one JSON object per line, for log collectors
     # The CPUs a worker runs on (all its threads), or None: wherever the OS puts it. A
-    # worker is one Python process holding one lock (the GIL) among its threads: on a
-    # core of its own it decided 10-25% faster than left to float (bench/README.md).
+    # worker's threads share one lock (the GIL): on a core of their own they hand it over
+    # without moving between cores, and the worker decides faster (bench/README.md).
     cpus: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
