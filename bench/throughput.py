@@ -180,6 +180,8 @@ def parse_args(
 
 def pinned_cpu() -> int | None:
     """Return the CPU the worker gets to itself (the last allowed), None on a single CPU."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None  # not Linux: HERALD_CPUS cannot pin there
     allowed = sorted(os.sched_getaffinity(0))
     return allowed[-1] if len(allowed) >= 2 else None
 

@@ -47,6 +47,8 @@ def pin_to_cpus(cpus: frozenset[int]) -> None:
     The deciding thread hands the GIL to the consumer, producer and /metrics threads
     many times a second; on CPUs of their own they do so without moving between cores.
     """
+    if not hasattr(os, "sched_setaffinity"):
+        raise ConfigError("HERALD_CPUS needs an OS that pins threads to CPUs (Linux)")
     available = os.sched_getaffinity(0)
     if not cpus <= available:
         missing = ",".join(str(c) for c in sorted(cpus - available))

@@ -17,6 +17,11 @@ from pipeline.simulate import publish
 from pipeline.verify import wait_for_outcomes
 from tests.stream.test_crash import _encoded, _expected_pairs, _service_update, _setup
 
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir() or not hasattr(os, "sched_getaffinity"),
+    reason="CPU affinity as Linux reports it in /proc",
+)
+
 
 def _thread_cpus(pid: int) -> dict[str, frozenset[int]]:
     """Each thread's name and the CPUs it may run on, as the kernel reports them."""
@@ -32,7 +37,6 @@ def _thread_cpus(pid: int) -> dict[str, frozenset[int]]:
 
 
 @pytest.mark.broker
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread affinity in /proc")
 def test_a_pinned_worker_runs_every_thread_on_its_cpu_and_decides(
     settings: Settings, worker_factory: Any
 ) -> None:
