@@ -114,7 +114,9 @@ def latency_phase(run: Run) -> None:
     """The open-loop levels, one after another, each drained before the next."""
     params, bench, console = run.params, run.bench, run.console
     herald = run.herald
-    if herald.mix is not None:
+    if params.latency_base is not None:
+        base_name, base_rate = "fixed", params.latency_base
+    elif herald.mix is not None:
         base_name, base_rate = "simulated day", herald.mix.rate
     else:
         assert herald.campaign is not None

@@ -90,6 +90,7 @@ class Params:
     latency_seconds: float = 20.0  # open-loop load per level
     latency_recipients: int = 5  # recipients per event under the open-loop load
     latency_loads: tuple[float, ...] = (0.25, 0.5, 0.75)  # shares of the sustained rate
+    latency_base: float | None = None  # decisions/s the loads are shares of; None: measured
     naive_recipients: int = 20_000  # the naive agent's campaign
 
 
@@ -114,6 +115,11 @@ def parse_args(
         p.add_argument(
             "--latency-loads", default="0.25,0.5,0.75",
             help="shares of the sustained rate to offer, comma-separated (0.25,0.5,0.75)",
+        )  # fmt: skip
+        p.add_argument(
+            "--latency-base", type=float,
+            help="decisions/s the loads are shares of, instead of the day's measured rate: "
+            "compares runs at the same offered load",
         )  # fmt: skip
         p.add_argument("--naive-recipients", type=int, help="the naive agent's campaign (20,000)")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke check")
@@ -166,10 +172,13 @@ def parse_args(
             latency_seconds=a.latency_seconds or (6.0 if quick else 20.0),
             latency_recipients=a.latency_recipients,
             latency_loads=tuple(float(x) for x in a.latency_loads.split(",") if x.strip()),
+            latency_base=a.latency_base,
             naive_recipients=a.naive_recipients or (2_000 if quick else 20_000),
         )
     if min(params.partitions, params.ceiling_records, params.subscribers, params.recipients) < 1:
         p.error("sizes and --partitions must be at least 1")
+    if params.latency_base is not None and params.latency_base <= 0:
+        p.error("--latency-base must be a positive number of decisions/s")
     if not 1 <= params.campaign_size <= 10_000:
         p.error("--campaign-size must be 1..10000 (the policy's recipient limit)")
     return params, a
