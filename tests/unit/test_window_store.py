@@ -146,8 +146,18 @@ def test_a_missing_segment_is_an_error_not_an_empty_window() -> None:
         window_in(table, 7)
 
 
-def test_business_windows_is_the_segmented_table() -> None:
-    assert isinstance(business_windows(Table()), WindowTable)
+def test_an_agents_batches_decode_a_window_once() -> None:
+    """business_windows shares what it decoded between an agent's batches: the next
+    batch takes the window written, without reading its segments again."""
+    table, known = Table(), {}
+    windows = business_windows(table, known)
+    _, _, written = admit(windows["b"], BIG, users(0, 1_200), POLICY, T0)
+    windows["b"] = written
+    windows.write_back(0)
+    del table.data[b"b\x1f1"]  # read again, this would be a missing segment
+    assert business_windows(table, known)["b"] is written
+    with pytest.raises(ValueError, match="segment 1"):
+        business_windows(table, {})["b"]  # nothing shared: read from the table
 
 
 def test_a_write_back_cut_short_reads_as_the_old_window_or_the_new_one() -> None:
