@@ -92,43 +92,77 @@ class ChunkWriter:
     """Writes a stage's chunks, batch after batch: state, then outputs, without stalling it.
 
     `write` hands a chunk's changelog records to the producer at once and returns; a task
-    sends the chunk's outputs once that state is acknowledged and the previous chunk's
-    outputs are. `written` is the last chunk's task so far: it ends once everything
-    written before it is acknowledged, and the caller commits what it read only then.
-    A failed send fails that task and every later one.
+    hands the chunk's outputs over once that state is acknowledged and the previous
+    chunk's outputs are handed over (the producer keeps the order of what it is handed,
+    per partition, retries included: one request per broker at a time). `written` is
+    the last chunk's task so far: it ends once everything written before it is
+    acknowledged, and the caller commits what it read only then. A failed send fails
+    that task and every later one; a chunk whose state failed hands over no outputs,
+    nor does any chunk after it.
     """
 
     def __init__(self, sender: BulkSender, table: Any) -> None:
         self.sender, self.table = sender, table
-        self._tasks: deque[asyncio.Future[None]] = deque()
+        self._tasks: deque[Chunk] = deque()
 
     async def write(self, changes: list[OutRecord], out: list[OutRecord]) -> None:
         if not changes and not out:
             return  # `written` still ends with the chunks before
         while len(self._tasks) >= IN_FLIGHT:
-            await self._tasks.popleft()
+            await self._tasks.popleft().done
         state = await self.sender.enqueue(changes)
         before = self._tasks[-1] if self._tasks else None
-        self._tasks.append(asyncio.ensure_future(self._outputs(state, before, out)))
+        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done = asyncio.ensure_future(self._outputs(state, before, out, handed))
+        # A failure reaches every later chunk, and the last is awaited: an earlier one's
+        # own exception need not be.
+        done.add_done_callback(_retrieved)
+        self._tasks.append(Chunk(handed, done))
         # Handing batches to the producer need not suspend the stage: give the producer's
         # sender (and the other agent) a turn now, not when the whole batch is done.
         await asyncio.sleep(0)
 
     async def _outputs(
-        self, state: Pending, before: asyncio.Future[None] | None, out: list[OutRecord]
+        self,
+        state: Pending,
+        before: Chunk | None,
+        out: list[OutRecord],
+        handed: asyncio.Future[None],
     ) -> None:
-        for (topic, partition), offset in (await self.sender.acknowledged(state)).items():
-            # A persistent store (RocksDB) recovers from here after a restart instead of
-            # replaying the whole changelog; the in-memory store ignores it.
-            self.table.data.set_persisted_offset(TP(topic, partition), offset)
+        try:
+            for (topic, partition), offset in (await self.sender.acknowledged(state)).items():
+                # A persistent store (RocksDB) recovers from here after a restart instead
+                # of replaying the whole changelog; the in-memory store ignores it.
+                self.table.data.set_persisted_offset(TP(topic, partition), offset)
+            if before is not None:
+                await before.handed  # fails if an earlier chunk failed: nothing out of order
+            pending = await self.sender.enqueue(out)
+        except BaseException as exc:
+            handed.set_exception(exc)
+            handed.exception()  # retrieved: a failure is raised by `done`, not logged twice
+            raise
+        handed.set_result(None)
+        await self.sender.acknowledged(pending)
         if before is not None:
-            await before
-        await self.sender.send(out)
+            await before.done
 
     def written(self) -> asyncio.Future[None]:
         """Return a future that ends once every chunk written so far is acknowledged."""
         if self._tasks:
-            return self._tasks[-1]
+            return self._tasks[-1].done
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk on its way: its outputs handed to the producer, then all acknowledged."""
+
+    handed: asyncio.Future[None]
+    done: asyncio.Future[None]
