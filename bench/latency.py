@@ -215,7 +215,10 @@ def latency_phase(run: Run) -> None:
             f"{lv.outcomes:,} outcomes of {lv.events:,} events of {k}, "
             f"{lv.decisions_per_s:,.0f}/s for {lv.seconds:.0f} s",
             f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms",
-            "", target, _core(lv.other_cpu_s, lv.elapsed_s),
+            # How busy the load kept the worker: small events cost it more a decision
+            # than the mix the base rate was measured on.
+            f"worker busy {_core(lv.worker_cpu_s, lv.elapsed_s)}",
+            target, _core(lv.other_cpu_s, lv.elapsed_s),
         ))  # fmt: skip
 
 
