@@ -58,7 +58,14 @@ class Level:
     received_p99_ms: float
     timestamp_type: int  # 0 create time (the producer's), 1 log-append time (the broker's)
     worker_cpu_s: float
+    broker_cpu_s: float
     other_cpu_s: float
+
+    @property
+    def outcomes_per_s(self) -> float:
+        """Outcomes written per second, first slot to last outcome: past the worker's
+        capacity for this traffic (a backlog drained), that capacity."""
+        return self.outcomes / self.elapsed_s if self.elapsed_s > 0 else math.nan
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -170,7 +177,7 @@ def latency_phase(run: Run) -> None:
             percentile(to_record, 0.5), percentile(to_record, 0.99),
             percentile(to_record, 0.999), to_record[-1] if to_record else math.nan,
             percentile(to_received, 0.5), percentile(to_received, 0.99),
-            types.pop() if len(types) == 1 else -1, cpu.python_s, cpu.other_s,
+            types.pop() if len(types) == 1 else -1, cpu.python_s, cpu.broker_s, cpu.other_s,
         )  # fmt: skip
         levels.append(level)
         console.print(
@@ -203,7 +210,9 @@ def latency_phase(run: Run) -> None:
             f"{name}_publish_lag_max_ms": round(lv.publish_lag_max_ms, 1),
             f"{name}_elapsed_s": round(lv.elapsed_s, 2),
             f"{name}_timestamp_type": lv.timestamp_type,
+            f"{name}_outcomes_per_s": round(lv.outcomes_per_s, 1),
             f"{name}_worker_cpu_s": round(lv.worker_cpu_s, 2),
+            f"{name}_broker_cpu_s": round(lv.broker_cpu_s, 2),
             f"{name}_other_cpu_s": round(lv.other_cpu_s, 2),
         }
         target = ""
@@ -215,9 +224,10 @@ def latency_phase(run: Run) -> None:
             f"{lv.outcomes:,} outcomes of {lv.events:,} events of {k}, "
             f"{lv.decisions_per_s:,.0f}/s for {lv.seconds:.0f} s",
             f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms",
-            # How busy the load kept the worker: small events cost it more a decision
-            # than the mix the base rate was measured on.
-            f"worker busy {_core(lv.worker_cpu_s, lv.elapsed_s)}",
+            # How busy the load kept the worker and the broker, and what came out: small
+            # events cost the worker more a decision than the mix the base rate is of.
+            f"{lv.outcomes_per_s:,.0f} written/s; worker {_core(lv.worker_cpu_s, lv.elapsed_s)}"
+            f", broker {_core(lv.broker_cpu_s, lv.elapsed_s)}",
             target, _core(lv.other_cpu_s, lv.elapsed_s),
         ))  # fmt: skip
 
