@@ -58,6 +58,20 @@ def writer_of(sender: ReleasedSender) -> ChunkWriter:
     return ChunkWriter(sender, table=None)  # type: ignore[arg-type]
 
 
+async def two_chunks(sender: ReleasedSender) -> ChunkWriter:
+    writer = writer_of(sender)
+    await writer.write(records("state-1"), records("out-1"))
+    await writer.write(records("state-2"), records("out-2"))
+    return writer
+
+
+async def release_all_but_the_first_output(sender: ReleasedSender) -> None:
+    for name in (b"state-1", b"state-2", b"out-2"):
+        await settle()  # each write is handed over before it can be acknowledged
+        sender.release(name)
+    await settle()
+
+
 def test_a_chunks_outputs_wait_for_its_state() -> None:
     async def run() -> None:
         sender = ReleasedSender()
@@ -78,9 +92,7 @@ def test_outputs_follow_the_previous_chunks_handed_over_not_acknowledged() -> No
 
     async def run() -> None:
         sender = ReleasedSender()
-        writer = writer_of(sender)
-        await writer.write(records("state-1"), records("out-1"))
-        await writer.write(records("state-2"), records("out-2"))
+        await two_chunks(sender)
         sender.release(b"state-2")  # chunk 2's state first: its outputs still wait
         await settle()
         assert sender.handed == [b"state-1", b"state-2"]
@@ -94,14 +106,8 @@ def test_outputs_follow_the_previous_chunks_handed_over_not_acknowledged() -> No
 def test_written_ends_only_when_every_chunk_is_acknowledged() -> None:
     async def run() -> None:
         sender = ReleasedSender()
-        writer = writer_of(sender)
-        await writer.write(records("state-1"), records("out-1"))
-        await writer.write(records("state-2"), records("out-2"))
-        written = writer.written()
-        for name in (b"state-1", b"state-2", b"out-2"):
-            await settle()  # each write is handed over before it can be acknowledged
-            sender.release(name)
-        await settle()
+        written = (await two_chunks(sender)).written()
+        await release_all_but_the_first_output(sender)
         assert not written.done()  # chunk 1's outputs are not acknowledged yet
         sender.release(b"out-1")
         await settle()
@@ -113,10 +119,7 @@ def test_written_ends_only_when_every_chunk_is_acknowledged() -> None:
 def test_a_failed_state_stops_its_outputs_and_every_later_chunks() -> None:
     async def run() -> None:
         sender = ReleasedSender()
-        writer = writer_of(sender)
-        await writer.write(records("state-1"), records("out-1"))
-        await writer.write(records("state-2"), records("out-2"))
-        written = writer.written()
+        written = (await two_chunks(sender)).written()
         sender.release(b"state-2")
         sender.release(b"state-1", SendFailed())
         await settle()
@@ -132,14 +135,8 @@ def test_a_failed_output_fails_the_chunks_after_it() -> None:
 
     async def run() -> None:
         sender = ReleasedSender()
-        writer = writer_of(sender)
-        await writer.write(records("state-1"), records("out-1"))
-        await writer.write(records("state-2"), records("out-2"))
-        written = writer.written()
-        for name in (b"state-1", b"state-2", b"out-2"):
-            await settle()  # each write is handed over before it can be acknowledged
-            sender.release(name)
-        await settle()
+        written = (await two_chunks(sender)).written()
+        await release_all_but_the_first_output(sender)
         sender.release(b"out-1", SendFailed())
         with pytest.raises(SendFailed):
             await written
