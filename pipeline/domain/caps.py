@@ -143,7 +143,8 @@ def record_marketing(
     floor = now - WEEK_MS
     if entries and entries[0].at <= floor:
         recent = next((i for i, m in enumerate(entries) if m.at > floor), len(entries))
-        keep = max(len(entries) - recent, policy.marketing.unengaged_after)
+        # Never more than there are: a negative start would keep only the newest few.
+        keep = min(len(entries), max(len(entries) - recent, policy.marketing.unengaged_after))
         entries = entries[len(entries) - keep :] if keep else []
     if sent is None and len(entries) == len(ledger):
         return ledger

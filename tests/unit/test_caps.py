@@ -244,7 +244,7 @@ def test_decide_enforces_caps_across_a_day_of_attempts() -> None:
     assert delivered == [0, 1]
 
 
-@pytest.mark.parametrize("count", [0, 3, 5, 8])
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 5, 8])
 def test_the_ledger_keeps_seven_days_and_at_least_the_last_five(count: int) -> None:
     """Pruning drops sends older than 7 days, but never below the last unengaged_after."""
     now = _utc(20, 12)
