@@ -9,7 +9,9 @@ producer and broker, crash and replay included.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import pytest
 
@@ -54,6 +56,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def run_async(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test function on a fresh event loop."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
+
+
 def writer_of(sender: ReleasedSender) -> ChunkWriter:
     return ChunkWriter(sender, table=None)  # type: ignore[arg-type]
 
@@ -72,73 +84,61 @@ async def release_all_but_the_first_output(sender: ReleasedSender) -> None:
     await settle()
 
 
-def test_a_chunks_outputs_wait_for_its_state() -> None:
-    async def run() -> None:
-        sender = ReleasedSender()
-        writer = writer_of(sender)
-        await writer.write(records("state-1"), records("out-1"))
-        await settle()
-        assert sender.handed == [b"state-1"]  # outputs held back
-        sender.release(b"state-1")
-        await settle()
-        assert sender.handed == [b"state-1", b"out-1"]
-
-    asyncio.run(run())
+@run_async
+async def test_a_chunks_outputs_wait_for_its_state() -> None:
+    sender = ReleasedSender()
+    writer = writer_of(sender)
+    await writer.write(records("state-1"), records("out-1"))
+    await settle()
+    assert sender.handed == [b"state-1"]  # outputs held back
+    sender.release(b"state-1")
+    await settle()
+    assert sender.handed == [b"state-1", b"out-1"]
 
 
-def test_outputs_follow_the_previous_chunks_handed_over_not_acknowledged() -> None:
+@run_async
+async def test_outputs_follow_the_previous_chunks_handed_over_not_acknowledged() -> None:
     """Chunk 2's outputs go once its state is in and chunk 1's outputs are handed over:
     the producer keeps that order, so waiting for chunk 1's acknowledgement only delays."""
-
-    async def run() -> None:
-        sender = ReleasedSender()
-        await two_chunks(sender)
-        sender.release(b"state-2")  # chunk 2's state first: its outputs still wait
-        await settle()
-        assert sender.handed == [b"state-1", b"state-2"]
-        sender.release(b"state-1")
-        await settle()
-        assert sender.handed == [b"state-1", b"state-2", b"out-1", b"out-2"]
-
-    asyncio.run(run())
+    sender = ReleasedSender()
+    await two_chunks(sender)
+    sender.release(b"state-2")  # chunk 2's state first: its outputs still wait
+    await settle()
+    assert sender.handed == [b"state-1", b"state-2"]
+    sender.release(b"state-1")
+    await settle()
+    assert sender.handed == [b"state-1", b"state-2", b"out-1", b"out-2"]
 
 
-def test_written_ends_only_when_every_chunk_is_acknowledged() -> None:
-    async def run() -> None:
-        sender = ReleasedSender()
-        written = (await two_chunks(sender)).written()
-        await release_all_but_the_first_output(sender)
-        assert not written.done()  # chunk 1's outputs are not acknowledged yet
-        sender.release(b"out-1")
-        await settle()
-        assert written.done() and written.exception() is None
-
-    asyncio.run(run())
+@run_async
+async def test_written_ends_only_when_every_chunk_is_acknowledged() -> None:
+    sender = ReleasedSender()
+    written = (await two_chunks(sender)).written()
+    await release_all_but_the_first_output(sender)
+    assert not written.done()  # chunk 1's outputs are not acknowledged yet
+    sender.release(b"out-1")
+    await settle()
+    assert written.done() and written.exception() is None
 
 
-def test_a_failed_state_stops_its_outputs_and_every_later_chunks() -> None:
-    async def run() -> None:
-        sender = ReleasedSender()
-        written = (await two_chunks(sender)).written()
-        sender.release(b"state-2")
-        sender.release(b"state-1", SendFailed())
-        await settle()
-        assert sender.handed == [b"state-1", b"state-2"]  # no output after the failure
-        with pytest.raises(SendFailed):
-            await written
-
-    asyncio.run(run())
+@run_async
+async def test_a_failed_state_stops_its_outputs_and_every_later_chunks() -> None:
+    sender = ReleasedSender()
+    written = (await two_chunks(sender)).written()
+    sender.release(b"state-2")
+    sender.release(b"state-1", SendFailed())
+    await settle()
+    assert sender.handed == [b"state-1", b"state-2"]  # no output after the failure
+    with pytest.raises(SendFailed):
+        await written
 
 
-def test_a_failed_output_fails_the_chunks_after_it() -> None:
+@run_async
+async def test_a_failed_output_fails_the_chunks_after_it() -> None:
     """Outputs already handed over may still land; the caller must not commit any of it."""
-
-    async def run() -> None:
-        sender = ReleasedSender()
-        written = (await two_chunks(sender)).written()
-        await release_all_but_the_first_output(sender)
-        sender.release(b"out-1", SendFailed())
-        with pytest.raises(SendFailed):
-            await written
-
-    asyncio.run(run())
+    sender = ReleasedSender()
+    written = (await two_chunks(sender)).written()
+    await release_all_but_the_first_output(sender)
+    sender.release(b"out-1", SendFailed())
+    with pytest.raises(SendFailed):
+        await written
