@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,11 @@ def parse_cpu_list(text: str) -> frozenset[int]:
             raise ValueError(f"bad CPU range {part.strip()!r}")
         cpus.update(range(low, high + 1))
     return frozenset(cpus)
+
+
+def format_cpu_list(cpus: Iterable[int]) -> str:
+    """Write CPUs as a plain list ("0,2,3"), for logs and errors."""
+    return ",".join(str(c) for c in sorted(cpus))
 
 
 def _secret(env: Mapping[str, str], var: str) -> Secret | None:

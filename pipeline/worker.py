@@ -12,7 +12,7 @@ from pipeline.errors import ConfigError
 from pipeline.health import Health, serve_http
 from pipeline.metrics import build_metrics
 from pipeline.policy import load_policy
-from pipeline.settings import Settings
+from pipeline.settings import Settings, format_cpu_list
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,10 @@ def pin_to_cpus(cpus: frozenset[int]) -> None:
         raise ConfigError("HERALD_CPUS needs an OS that pins threads to CPUs (Linux)")
     available = os.sched_getaffinity(0)
     if not cpus <= available:
-        missing = ",".join(str(c) for c in sorted(cpus - available))
+        missing = format_cpu_list(cpus - available)
         raise ConfigError(
             f"HERALD_CPUS names CPUs this process may not use ({missing}); "
-            f"it may use {','.join(str(c) for c in sorted(available))}"
+            f"it may use {format_cpu_list(available)}"
         )
     # Linux sets one thread's affinity per call: every thread running now, then this one.
     threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []
@@ -92,7 +92,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
         "herald worker: broker=%s app_id=%s partitions=%d policy=%s secret=%s cpus=%s",
         settings.broker, settings.app_id, settings.partitions, policy.version,
         "development" if settings.uses_development_secret else "configured",
-        ",".join(map(str, sorted(settings.cpus))) if settings.cpus else "any",
+        format_cpu_list(settings.cpus) if settings.cpus else "any",
     )  # fmt: skip
     for name in PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
