@@ -1,0 +1,44 @@
+"""The benchmark's profile summary names code that exists.
+
+Each inclusive row of `bench.throughput.INCLUSIVE_NEEDLES` is found by a frame's text in
+py-spy's stacks. A renamed function would make its row read 0% with nothing said, as
+happened once to the ingest, decide and send rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from functools import reduce
+
+import pytest
+
+from bench.throughput import INCLUSIVE_NEEDLES
+
+FRAME = re.compile(r"^(?P<qualname>[\w.]+) \((?P<path>[\w/]+)\.py$")
+
+
+def resolve(needle: str) -> object:
+    """The function a `Qual.name (path/to/file.py` needle names, or the package a
+    `package/` needle names; raises if there is none."""
+    if needle.endswith("/"):
+        spec = importlib.util.find_spec(needle.rstrip("/"))
+        assert spec is not None, f"no package {needle}"
+        return spec
+    match = FRAME.match(needle)
+    assert match, f"not a frame needle: {needle!r}"
+    module = importlib.import_module(match["path"].replace("/", "."))
+    return reduce(getattr, match["qualname"].split("."), module)
+
+
+@pytest.mark.parametrize(
+    ("label", "needle"), INCLUSIVE_NEEDLES, ids=[n for _, n in INCLUSIVE_NEEDLES]
+)
+def test_every_inclusive_row_names_existing_code(label: str, needle: str) -> None:
+    assert resolve(needle) is not None, label
+
+
+def test_a_renamed_function_is_caught() -> None:
+    with pytest.raises(AttributeError):
+        resolve("TableStates.write_back (pipeline/streams/app.py")  # its name until a rename
