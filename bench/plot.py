@@ -55,18 +55,29 @@ def draw(line: dict[str, Any], out: Path = DEFAULT_OUT) -> Path:
     left.set_title("throughput, one worker unless noted (% of the ceiling)", fontsize=10)
     left.set_ylim(0, max(v for _, v, _ in bars) * 1.18 if bars else 1)
 
-    loads = sorted(  # keys latency_<load>_p50_ms
-        {int(k.split("_")[1]) for k in f if re.fullmatch(r"latency_\d+_p50_ms", k)}
+    # Figure prefixes: latency_day_<load>_* for the simulated day, latency_<load>_* for
+    # the small promotions (older runs have only these).
+    series = [
+        (prefix, label, hatch)
+        for prefix, label, hatch in (("latency_day_", "day", ""), ("latency_", "small", "//"))
+        if any(re.fullmatch(rf"{prefix}\d+_p50_ms", k) for k in f)
+    ]
+    loads = sorted(
+        {int(k.rsplit("_", 3)[-3]) for k in f if re.fullmatch(r"latency_(day_)?\d+_p50_ms", k)}
     )
     if loads:
-        width = 0.26
-        for i, (q, color) in enumerate((("p50", "#1f77b4"), ("p99", "#ff7f0e"),
-                                        ("p999", "#d62728"))):  # fmt: skip
-            values = [f[f"latency_{load}_{q}_ms"] for load in loads]
-            pos = [j + (i - 1) * width for j in range(len(loads))]
-            right.bar(pos, values, width, color=color, label=q.replace("p999", "p99.9"))
-            for x, v in zip(pos, values, strict=True):
-                right.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=6)
+        bars_per_load = 2 * len(series)
+        width = 0.8 / bars_per_load
+        n = 0
+        for prefix, label, hatch in series:
+            for q, color in (("p50", "#1f77b4"), ("p99", "#ff7f0e")):
+                values = [f.get(f"{prefix}{load}_{q}_ms", 0) for load in loads]
+                pos = [j + (n - (bars_per_load - 1) / 2) * width for j in range(len(loads))]
+                right.bar(pos, values, width, color=color, hatch=hatch, edgecolor="white",
+                          label=f"{label} {q}")  # fmt: skip
+                for x, v in zip(pos, values, strict=True):
+                    right.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=6)
+                n += 1
         right.set_yscale("log")
         right.axhline(50, color="#1f77b4", linestyle=":", linewidth=1)
         right.axhline(250, color="#ff7f0e", linestyle=":", linewidth=1)
@@ -74,15 +85,15 @@ def draw(line: dict[str, Any], out: Path = DEFAULT_OUT) -> Path:
         right.text(-0.45, 250, "p99 target 250 ms (at 50%)", fontsize=7, va="bottom")
         base = f.get("latency_base_per_s") or 0
         right.set_xticks(
-            list(range(len(loads))),
-            [
-                f"{load}%\n{f.get(f'latency_{load}_offered_per_s', base * load / 100):,.0f}/s"
-                for load in loads
-            ],
+            list(range(len(loads))), [f"{load}%\n{base * load / 100:,.0f}/s" for load in loads]
         )
         right.set_ylabel("publish -> outcome on the broker, ms (log)")
-        right.set_xlabel(f"offered load, share of the {f.get('latency_base', '')} rate")
-        right.legend(fontsize=8)
+        right.set_xlabel(
+            f"offered decisions, share of the {f.get('latency_base', '')} rate; day: its own "
+            f"events, small: promotions of {f.get('latency_recipients_per_event', '?')}",
+            fontsize=8,
+        )
+        right.legend(fontsize=7, ncols=2)
         right.set_title("latency under open-loop load", fontsize=10)
     else:
         right.axis("off")

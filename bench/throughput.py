@@ -93,11 +93,13 @@ class Params:
     latency_seconds: float = 20.0  # open-loop load per level
     latency_recipients: int = 5  # recipients per event under the open-loop load
     latency_loads: tuple[float, ...] = (0.25, 0.5, 0.75)  # shares of the sustained rate
+    latency_traffic: tuple[str, ...] = ("day", "small")  # offered in turn: LATENCY_TRAFFIC
     latency_base: float | None = None  # decisions/s the loads are shares of; None: measured
     naive_recipients: int = 20_000  # the naive agent's campaign
 
 
 SUITE_PHASES = ("latency", "two-workers", "naive", "plot")
+LATENCY_TRAFFIC = ("day", "small")  # what bench.latency can offer
 
 
 def parse_args(
@@ -118,6 +120,11 @@ def parse_args(
         p.add_argument(
             "--latency-loads", default="0.25,0.5,0.75",
             help="shares of the sustained rate to offer, comma-separated (0.25,0.5,0.75)",
+        )  # fmt: skip
+        p.add_argument(
+            "--latency-traffic", default="day,small",
+            help="what the levels offer, in turn, comma-separated: day (the simulated day's "
+            "events), small (promotions of --latency-recipients)",
         )  # fmt: skip
         p.add_argument(
             "--latency-base", type=float,
@@ -175,6 +182,7 @@ def parse_args(
             latency_seconds=a.latency_seconds or (6.0 if quick else 20.0),
             latency_recipients=a.latency_recipients,
             latency_loads=tuple(float(x) for x in a.latency_loads.split(",") if x.strip()),
+            latency_traffic=tuple(x.strip() for x in a.latency_traffic.split(",") if x.strip()),
             latency_base=a.latency_base,
             naive_recipients=a.naive_recipients or (2_000 if quick else 20_000),
         )
@@ -182,6 +190,8 @@ def parse_args(
         p.error("sizes and --partitions must be at least 1")
     if params.latency_base is not None and params.latency_base <= 0:
         p.error("--latency-base must be a positive number of decisions/s")
+    if not params.latency_traffic or set(params.latency_traffic) - set(LATENCY_TRAFFIC):
+        p.error(f"--latency-traffic takes some of {', '.join(LATENCY_TRAFFIC)}")
     if not 1 <= params.campaign_size <= 10_000:
         p.error("--campaign-size must be 1..10000 (the policy's recipient limit)")
     return params, a
@@ -562,6 +572,15 @@ def warmup_traffic(now: int) -> list[tuple[str, dict[str, Any]]]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class DayTraffic:
+    """The simulated day's business events as JSON, for the latency levels to re-offer."""
+
+    events: list[tuple[str, dict[str, Any]]]
+    start_ms: int  # the day's "now": its events' times are relative to it
+    outcomes: list[int]  # each event's outcomes (0: a dead letter)
+
+
 @dataclass
 class HeraldTraffic:
     setup: list[Encoded]
@@ -573,6 +592,7 @@ class HeraldTraffic:
     campaign_recipients: int
     encode_s: float
     phones: list[str] = field(default_factory=list)  # the subscribers, linked and signalled
+    day: DayTraffic = field(default_factory=lambda: DayTraffic([], 0, []))
 
 
 def invalid_events(events: list[tuple[str, dict[str, Any]]], secret: bytes) -> int:
@@ -605,6 +625,8 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
     phones = [obj["phone"] for t, obj in traffic.setup if t == topics.ACCOUNT_LINKS]
     mix = list(encoded(traffic.events, secret)) if params.mix else []
     mix_outcomes = expected_outcomes(traffic, secret) if params.mix else 0
+    day = [(t, obj) for t, obj in traffic.events if t == topics.BUSINESS_EVENTS]
+    day_outcomes = [expected_outcomes(Traffic([], [record], []), secret) for record in day]
     mix_invalid = invalid_events(traffic.events, secret) if params.mix else 0
     rng = random.Random(params.seed + 100)
     events = campaign(phones, params.recipients, params.campaign_size, rng, now)
@@ -619,6 +641,7 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
         campaign_recipients=recipients,
         encode_s=time.perf_counter() - started,
         phones=phones,
+        day=DayTraffic(day, now, day_outcomes),
     )
 
 
