@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import platform
@@ -784,7 +785,7 @@ class Sampler:
             before = time.monotonic()
             try:
                 progress: Progress | None = scrape(self.worker.url)
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 progress = None  # not up yet, or gone: `wait_for` checks the process
             after = time.monotonic()
             if progress is not None:
