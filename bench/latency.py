@@ -134,7 +134,7 @@ def send_on_schedule(producer: Any, schedule: list[tuple[int, Encoded]]) -> floa
 
 
 def day_events(
-    day: DayTraffic, tag: str, t0_ms: float, decisions_per_s: float, seconds: float
+    day: DayTraffic, level: int, t0_ms: float, decisions_per_s: float, seconds: float
 ) -> tuple[list[tuple[int, tuple[str, dict[str, Any]]]], int]:
     """(intended epoch ms, event) for the simulated day's events re-offered open loop,
     and the outcomes they make (as their originals do):
@@ -142,14 +142,18 @@ def day_events(
     a 1,000-recipient promotion is followed by a gap of a thousand decisions. The day
     starts over if `seconds` outlast it.
 
-    Copies under new ids: new event ids, entity versions above any earlier ones and a
-    tag on the last template parameter, so the worker takes none for an event it
-    already decided (DUPLICATE, SUPERSEDED). Their times move with their slot, so the
-    day's already-expired event is expired again.
+    Copies under new ids: new event ids, entity versions above those of every earlier
+    lap and level (levels are numbered in the order they run) and a tag on the last
+    template parameter, so the worker takes none for an event it already decided
+    (DUPLICATE, SUPERSEDED). Their times move with their slot, so the day's
+    already-expired event is expired again.
     """
     out: list[tuple[int, tuple[str, dict[str, Any]]]] = []
-    due_ms, end_ms, outcomes = 0.0, seconds * 1000, 0
+    due_ms, end_ms, outcomes, tag = 0.0, seconds * 1000, 0, f"day{level}"
     for lap in itertools.count():
+        if lap >= LAPS_PER_LEVEL:
+            raise ValueError(f"a latency level of over {LAPS_PER_LEVEL} simulated days")
+        version_offset = (level * LAPS_PER_LEVEL + lap + 1) * ENTITY_VERSION_STEP
         for i, ((topic, original), made) in enumerate(zip(day.events, day.outcomes, strict=True)):
             if due_ms >= end_ms:
                 return out, outcomes
@@ -163,7 +167,7 @@ def day_events(
                 if event.get(field) is not None:
                     event[field] += shift
             if event.get("entity_version") is not None:
-                event["entity_version"] += (lap + 1) * ENTITY_VERSION_STEP
+                event["entity_version"] += version_offset
             params = event.get("template", {}).get("params")
             if params:
                 params[-1] = f"{params[-1]} {tag}-{lap}"
@@ -172,9 +176,10 @@ def day_events(
     raise AssertionError("unreachable")  # itertools.count() never ends
 
 
-# Entity versions of a re-offered lap are this much above the lap before (and a level's
-# above the level before: each level's tag gets its own laps counted from 1).
-ENTITY_VERSION_STEP = 1_000
+# Entity versions of a re-offered day go up by this much a lap (the simulated day's
+# own are below it), and up to LAPS_PER_LEVEL laps a level, so every copy of an entity
+# comes after all the earlier ones.
+ENTITY_VERSION_STEP, LAPS_PER_LEVEL = 1_000, 100
 
 
 def latency_phase(run: Run) -> None:
@@ -227,7 +232,7 @@ def run_level(
     t0_ms = time.time() * 1000 + 1000  # a second to encode, then the first slot
     if traffic == "day":
         planned, expected = day_events(
-            run.traffic.day, f"day{n_level}", t0_ms, offered, params.latency_seconds
+            run.traffic.day, n_level, t0_ms, offered, params.latency_seconds
         )
     else:
         k = params.latency_recipients
