@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import re
 from functools import reduce
 
@@ -29,7 +30,11 @@ def resolve(needle: str) -> object:
     match = FRAME.match(needle)
     assert match, f"not a frame needle: {needle!r}"
     module = importlib.import_module(match["path"].replace("/", "."))
-    return reduce(getattr, match["qualname"].split("."), module)
+    found = reduce(getattr, match["qualname"].split("."), module)
+    # Defined there, not merely imported: py-spy names the file the code is in.
+    source = inspect.getsourcefile(found)
+    assert source is not None and source.endswith(match["path"] + ".py"), f"{needle}: {source}"
+    return found
 
 
 @pytest.mark.parametrize(
@@ -42,3 +47,8 @@ def test_every_inclusive_row_names_existing_code(label: str, needle: str) -> Non
 def test_a_renamed_function_is_caught() -> None:
     with pytest.raises(AttributeError):
         resolve("TableStates.write_back (pipeline/streams/app.py")  # its name until a rename
+
+
+def test_a_function_only_imported_into_the_file_is_caught() -> None:
+    with pytest.raises(AssertionError):
+        resolve("decide_batch (pipeline/streams/stages.py")  # defined in pipeline/domain
