@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -71,12 +72,14 @@ def draw(line: dict[str, Any], out: Path = DEFAULT_OUT) -> Path:
         n = 0
         for prefix, label, hatch in series:
             for q, color in (("p50", "#1f77b4"), ("p99", "#ff7f0e")):
-                values = [f.get(f"{prefix}{load}_{q}_ms", 0) for load in loads]
+                # A load only one traffic ran gets no bar for the other (NaN draws none).
+                values = [f.get(f"{prefix}{load}_{q}_ms", math.nan) for load in loads]
                 pos = [j + (n - (bars_per_load - 1) / 2) * width for j in range(len(loads))]
                 right.bar(pos, values, width, color=color, hatch=hatch, edgecolor="white",
                           label=f"{label} {q}")  # fmt: skip
                 for x, v in zip(pos, values, strict=True):
-                    right.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=6)
+                    if not math.isnan(v):
+                        right.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=6)
                 n += 1
         right.set_yscale("log")
         right.axhline(50, color="#1f77b4", linestyle=":", linewidth=1)
