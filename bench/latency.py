@@ -6,9 +6,10 @@ simulated day's rate; the campaign's if the day was skipped). Two kinds of traff
 after the other:
 
 - **the simulated day** (`day`): the day's own business events, the traffic whose rate
-  that is, re-offered so that decisions are due at the offered rate. Most of its
-  decisions are 1,000-recipient promotions, most of its events single-recipient
-  updates and passcodes; `utility` percentiles are those of the non-promotion events.
+  that is, interleaved and re-offered so that decisions are due at the offered rate.
+  Most of its decisions are 1,000-recipient promotions, most of its events
+  single-recipient updates and passcodes; `utility` percentiles are those of the
+  non-promotion events.
 - **small promotions** (`small`): `--latency-recipients` recipients each (default 5).
   They cost the worker more a decision than the day does, so shares of the day's rate
   are heavier loads for them: at 50% this has been an overload.
@@ -19,14 +20,14 @@ omission).
 Each outcome's latency = the timestamp of the outcome record on the broker (the
 producer's create time, set by the worker's aiokafka producer when it hands the record
 over; the type is recorded) minus the *intended* publish time of its event (the
-schedule slot, also the event's `occurred_at`), matched by `event_id`. The time the
+schedule slot, also the event's `occurred_at` but for the day's one event published
+hours late on purpose), matched by `event_id`. The time the
 benchmark's own tail received the record is kept too, as an upper bound.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import random
 import time
@@ -148,11 +149,11 @@ def day_events(
     (DUPLICATE, SUPERSEDED). Their times move with their slot, so the day's
     already-expired event is expired again.
     """
+    if not day.events:
+        raise ValueError("the simulated day has no business events to offer")
     out: list[tuple[int, tuple[str, dict[str, Any]]]] = []
     due_ms, end_ms, outcomes, tag = 0.0, seconds * 1000, 0, f"day{level}"
-    for lap in itertools.count():
-        if lap >= LAPS_PER_LEVEL:
-            raise ValueError(f"a latency level of over {LAPS_PER_LEVEL} simulated days")
+    for lap in range(LAPS_PER_LEVEL):
         version_offset = (level * LAPS_PER_LEVEL + lap + 1) * ENTITY_VERSION_STEP
         for i, ((topic, original), made) in enumerate(zip(day.events, day.outcomes, strict=True)):
             if due_ms >= end_ms:
@@ -173,7 +174,7 @@ def day_events(
                 params[-1] = f"{params[-1]} {tag}-{lap}"
             out.append((at, (topic, event)))
             due_ms += max(1, len(event.get("recipients") or ())) / decisions_per_s * 1000
-    raise AssertionError("unreachable")  # itertools.count() never ends
+    raise ValueError(f"a latency level of over {LAPS_PER_LEVEL} simulated days")
 
 
 # Entity versions of a re-offered day go up by this much a lap (the simulated day's

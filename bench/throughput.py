@@ -46,7 +46,7 @@ from rich.table import Table
 from pipeline import topics
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.codec import HEADER_LENGTH, default_registry
-from pipeline.demo import Progress, expected_outcomes, scrape
+from pipeline.demo import Progress, expected_outcomes, outcomes_per_event, scrape
 from pipeline.domain.models import HOUR_MS
 from pipeline.policy import DEFAULT_POLICY_FILE, load_policy
 from pipeline.processes import stop_process
@@ -582,7 +582,8 @@ def warmup_traffic(now: int) -> list[tuple[str, dict[str, Any]]]:
 
 @dataclass(frozen=True)
 class DayTraffic:
-    """The simulated day's business events as JSON, for the latency levels to re-offer."""
+    """The simulated day's business events as JSON, interleaved, for the latency levels
+    to re-offer."""
 
     events: list[tuple[str, dict[str, Any]]]
     start_ms: int  # the day's "now": its events' times are relative to it
@@ -601,6 +602,24 @@ class HeraldTraffic:
     encode_s: float
     phones: list[str] = field(default_factory=list)  # the subscribers, linked and signalled
     day: DayTraffic = field(default_factory=lambda: DayTraffic([], 0, []))
+
+
+def interleaved(
+    events: list[tuple[str, dict[str, Any]]], rng: random.Random
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events in a seeded random order that keeps the order of each entity's events
+    (a flight's, a parcel's) and of each event id's: a day as it would arrive, not as the
+    simulator builds it, kind after kind (passcodes last)."""
+    keys = [rng.random() for _ in events]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, (_, e) in enumerate(events):
+        entity = e.get("entity_id")
+        group = ("entity", e["business_id"], entity) if entity else ("id", e["event_id"])
+        groups.setdefault(group, []).append(i)
+    for members in groups.values():  # the group's keys, handed out in its own order
+        for i, key in zip(members, sorted(keys[i] for i in members), strict=True):
+            keys[i] = key
+    return [events[i] for i in sorted(range(len(events)), key=keys.__getitem__)]
 
 
 def invalid_events(events: list[tuple[str, dict[str, Any]]], secret: bytes) -> int:
@@ -633,8 +652,10 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
     phones = [obj["phone"] for t, obj in traffic.setup if t == topics.ACCOUNT_LINKS]
     mix = list(encoded(traffic.events, secret)) if params.mix else []
     mix_outcomes = expected_outcomes(traffic, secret) if params.mix else 0
-    day = [(t, obj) for t, obj in traffic.events if t == topics.BUSINESS_EVENTS]
-    day_outcomes = [expected_outcomes(Traffic([], [record], []), secret) for record in day]
+    day = interleaved(
+        [(t, obj) for t, obj in traffic.events if t == topics.BUSINESS_EVENTS],
+        random.Random(params.seed + 200),
+    )
     mix_invalid = invalid_events(traffic.events, secret) if params.mix else 0
     rng = random.Random(params.seed + 100)
     events = campaign(phones, params.recipients, params.campaign_size, rng, now)
@@ -649,7 +670,7 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
         campaign_recipients=recipients,
         encode_s=time.perf_counter() - started,
         phones=phones,
-        day=DayTraffic(day, now, day_outcomes),
+        day=DayTraffic(day, now, outcomes_per_event(day, secret)),
     )
 
 
@@ -928,7 +949,6 @@ class Phase:
     python_cpu_s: float = 0.0  # the worker's CPU seconds
     broker_cpu_s: float = 0.0
     other_cpu_s: float = 0.0  # the rest of the machine: this script, other processes
-    decided_s: float | None = None  # first publish to the worker's /metrics count reached
 
     @property
     def rate(self) -> float:
@@ -962,27 +982,15 @@ def outcomes_phase(
         return all(s.worker.alive() for s in group)
 
     base = tail.count  # every earlier outcome has landed: the previous phase waited for it
-    base_decided = decided()
     cpu.start()
     first = publisher.send(records)
     published = time.monotonic()
     t_first = tail.wait_for(base + 1, first, timeout, what, alive, decided)
     t_last = tail.wait_for(base + expected, first, timeout, what, alive, decided)
     cpu.stop()
-    if len(group) == 1:
-        t_decided, _ = group[0].wait_for(
-            lambda p: p.outcomes >= base_decided + expected, first, 10, what + " (decided)"
-        )
-    else:  # the first moment the sum of the latest samples shows it: 100 ms resolution
-        deadline = time.monotonic() + 10
-        while decided() < base_decided + expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the workers' /metrics never counted all of {what}")
-            time.sleep(0.02)
-        t_decided = time.monotonic()
     return Phase(
         expected, t_last - first, published - first, t_first - first,
-        cpu.python_s, cpu.broker_s, cpu.other_s, t_decided - first,
+        cpu.python_s, cpu.broker_s, cpu.other_s,
     )  # fmt: skip
 
 
@@ -1305,8 +1313,6 @@ def figures(ceiling: CeilingResult, herald: HeraldResult) -> dict[str, float | N
             f"{name}_broker_cpu_s": r(phase.broker_cpu_s, 2),
             f"{name}_other_cpu_s": r(phase.other_cpu_s, 2),
         }
-        if phase.decided_s is not None:
-            out[f"{name}_decided_s"] = r(phase.decided_s, 3)
     if herald.campaign is not None:
         out["campaign_first_outcome_s"] = r(herald.campaign.first_s, 3)
     return out
@@ -1346,9 +1352,6 @@ def render(
         cp = herald.campaign
         table.add_row("campaign fan-out: first publish -> last outcome", "", f"{cp.seconds:.2f}")
         table.add_row("campaign: first publish -> first outcome", "", f"{cp.first_s or 0:.2f}")
-        table.add_row(
-            "campaign: first publish -> last decided (/metrics)", "", f"{cp.decided_s or 0:.2f}"
-        )
     table.caption = (
         f"{mach['nproc']} CPUs ({mach['cpu']}), {mach['implementation']} {mach['python']}, "
         f"{mach['platform']}; {params.partitions} partitions, {params.subscribers:,} "

@@ -16,6 +16,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -69,12 +70,18 @@ def scrape(url: str) -> Progress:
 
 def expected_outcomes(traffic: Traffic, secret: bytes) -> int:
     """Count the (event, recipient) pairs the traffic should produce outcomes for."""
+    return sum(outcomes_per_event(traffic.events, secret))
+
+
+def outcomes_per_event(events: list[tuple[str, dict[str, Any]]], secret: bytes) -> list[int]:
+    """The outcomes each business event among `events` should produce, in order (0 for
+    an invalid one: a dead letter); records of other topics are left out."""
     from pipeline.codec import default_registry
 
     codec = default_registry()
     keys, policy = KeyMaker(secret), default_policy()
-    total = 0
-    for topic, obj in traffic.events:
+    counts = []
+    for topic, obj in events:
         if topic != topics.BUSINESS_EVENTS:
             continue
         _key, record = json_to_record(topic, obj, secret)
@@ -84,10 +91,11 @@ def expected_outcomes(traffic: Traffic, secret: bytes) -> int:
         try:
             validate_event(event, policy, event.occurred_at)
         except InvalidEvent:
-            continue  # a dead letter, not outcomes
+            counts.append(0)  # a dead letter, not outcomes
+            continue
         expansion = expand(event, keys, policy, event.occurred_at)
-        total += len(expansion.recipients) + len(expansion.invalid)
-    return total
+        counts.append(len(expansion.recipients) + len(expansion.invalid))
+    return counts
 
 
 def render(p: Progress, expected: int, elapsed: float, rate: float) -> Table:

@@ -7,6 +7,8 @@ on a cheaper path than the day's own events, and the level would time something 
 
 from __future__ import annotations
 
+import random
+
 from bench.latency import day_events
 from bench.throughput import DayTraffic
 from pipeline import topics
@@ -82,3 +84,25 @@ def test_times_move_with_the_slot_so_the_expired_event_stays_expired() -> None:
     assert old["expires_at"] < at <= old["occurred_at"] + 3_600_000
     promo_at, (_, promo) = planned[0]
     assert promo["occurred_at"] == promo_at
+
+
+def test_the_day_is_interleaved_keeping_each_entitys_and_ids_order() -> None:
+    from bench.throughput import interleaved
+    from pipeline.simulate import Scenario, build_traffic
+
+    built = build_traffic(Scenario(seed=7, subscribers=500)).events  # 24 entities of 2-6 events
+    day = interleaved(built, random.Random(1))
+    assert sorted(map(id, day)) == sorted(map(id, built))  # the same events, reordered
+    kinds = [e["kind"] for _, e in day]
+    assert kinds != [e["kind"] for _, e in built]
+    # The passcodes, built last, are spread over the day.
+    passcodes = [i for i, k in enumerate(kinds) if k == "ONE_TIME_PASSCODE"]
+    assert passcodes[0] < len(day) // 4
+
+    built_at = {id(e): n for n, (_, e) in enumerate(built)}
+    for key in ("entity_id", "event_id"):
+        positions: dict[object, list[int]] = {}
+        for _, e in day:
+            if e.get(key) is not None:
+                positions.setdefault((e["business_id"], e[key]), []).append(built_at[id(e)])
+        assert all(p == sorted(p) for p in positions.values()), key
