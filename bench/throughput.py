@@ -1099,10 +1099,14 @@ class HeraldBench:
 
         # Links and signals: first published to all consumed. Other setup records
         # (reference data, if the simulator has any) go too, but are not counted.
-        base = sampler.latest().consumed.copy()
-        counts = {t: n for t, n in traffic.setup_counts.items() if t in SUBSCRIBER_TOPICS}
-        want = {t: base[t] + n for t, n in counts.items()}
         with sampler.fast():  # no outputs to tail: timed by /metrics
+            # Counted from a sample taken now, not one up to a second old.
+            _, now_seen = sampler.wait_for(
+                lambda p: True, time.monotonic(), params.timeout_s, "a fresh /metrics sample"
+            )
+            base = now_seen.consumed.copy()
+            counts = {t: n for t, n in traffic.setup_counts.items() if t in SUBSCRIBER_TOPICS}
+            want = {t: base[t] + n for t, n in counts.items()}
             cpu.start()
             first = publisher.send(traffic.setup)
             published = time.monotonic()
