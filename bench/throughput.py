@@ -46,7 +46,7 @@ from rich.table import Table
 from pipeline import topics
 from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.codec import HEADER_LENGTH, default_registry
-from pipeline.demo import Progress, expected_outcomes, outcomes_per_event, scrape
+from pipeline.demo import Progress, outcomes_per_event, scrape
 from pipeline.domain.models import HOUR_MS
 from pipeline.policy import DEFAULT_POLICY_FILE, load_policy
 from pipeline.processes import stop_process
@@ -651,11 +651,12 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
     setup = list(encoded(traffic.setup, secret))
     phones = [obj["phone"] for t, obj in traffic.setup if t == topics.ACCOUNT_LINKS]
     mix = list(encoded(traffic.events, secret)) if params.mix else []
-    mix_outcomes = expected_outcomes(traffic, secret) if params.mix else 0
     day = interleaved(
         [(t, obj) for t, obj in traffic.events if t == topics.BUSINESS_EVENTS],
         random.Random(params.seed + 200),
     )
+    day_outcomes = outcomes_per_event(day, secret)  # the same events as the mix's, reordered
+    mix_outcomes = sum(day_outcomes) if params.mix else 0
     mix_invalid = invalid_events(traffic.events, secret) if params.mix else 0
     rng = random.Random(params.seed + 100)
     events = campaign(phones, params.recipients, params.campaign_size, rng, now)
@@ -670,7 +671,7 @@ def prepare_traffic(params: Params, secret: bytes) -> HeraldTraffic:
         campaign_recipients=recipients,
         encode_s=time.perf_counter() - started,
         phones=phones,
-        day=DayTraffic(day, now, outcomes_per_event(day, secret)),
+        day=DayTraffic(day, now, day_outcomes),
     )
 
 
