@@ -79,6 +79,13 @@ class Level:
     other_cpu_s: float
 
     @property
+    def utility(self) -> str:
+        """The day's utility percentiles as text ("; utility p50 … / p99 … ms"), or ""."""
+        if self.traffic != "day":
+            return ""
+        return f"; utility p50 {self.utility_p50_ms:,.0f} / p99 {self.utility_p99_ms:,.0f} ms"
+
+    @property
     def outcomes_per_s(self) -> float:
         """Outcomes written per second, first slot to last outcome: past the worker's
         capacity for this traffic (a backlog drained), that capacity."""
@@ -281,15 +288,10 @@ def run_level(
         percentile(to_utility, 0.5), percentile(to_utility, 0.99), len(to_utility),
         types.pop() if len(types) == 1 else -1, cpu.python_s, cpu.broker_s, cpu.other_s,
     )  # fmt: skip
-    utility_text = (
-        f"; utility events' {level.utility_outcomes:,} outcomes p50 "
-        f"{level.utility_p50_ms:,.0f} ms, p99 {level.utility_p99_ms:,.0f} ms"
-        if traffic == "day" else ""
-    )  # fmt: skip
     run.console.print(
         f"{what} ({offered:,.0f} decisions/s, {len(planned):,} events): p50 "
         f"{level.p50_ms:,.0f} ms, p99 {level.p99_ms:,.0f} ms, p99.9 {level.p999_ms:,.0f} ms, "
-        f"max {level.max_ms:,.0f} ms{utility_text}"
+        f"max {level.max_ms:,.0f} ms{level.utility}"
     )
     return level
 
@@ -330,23 +332,19 @@ def record_level(run: Run, lv: Level, base_name: str) -> None:
             f"{name}_utility_p50_ms": round(lv.utility_p50_ms, 1),
             f"{name}_utility_p99_ms": round(lv.utility_p99_ms, 1),
         }
+        of = "the day"
+    else:
+        of = str(run.params.latency_recipients)
     target = ""
     if abs(lv.load - 0.5) < 1e-9:
         met = lv.p50_ms <= TARGET_P50_MS and lv.p99_ms <= TARGET_P99_MS
         target = f"p50 <= 50, p99 <= 250 ms: {'met' if met else 'MISSED'}"
-    if lv.traffic == "day":
-        work = f"{lv.outcomes:,} outcomes of {lv.events:,} events of the day"
-        utility = f"; utility p50 {lv.utility_p50_ms:,.0f} / p99 {lv.utility_p99_ms:,.0f} ms"
-    else:
-        work = (
-            f"{lv.outcomes:,} outcomes of {lv.events:,} events of {run.params.latency_recipients}"
-        )
-        utility = ""
     run.rows.append((
         f"2. latency publish -> outcome, {TRAFFIC_NAMES[lv.traffic]}, at {lv.load:.0%} of "
         f"the {base_name} rate",
-        f"{work}, {lv.decisions_per_s:,.0f}/s for {lv.seconds:.0f} s",
-        f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms{utility}",
+        f"{lv.outcomes:,} outcomes of {lv.events:,} events of {of}, "
+        f"{lv.decisions_per_s:,.0f}/s for {lv.seconds:.0f} s",
+        f"p50 {lv.p50_ms:,.0f} / p99 {lv.p99_ms:,.0f} / p99.9 {lv.p999_ms:,.0f} ms{lv.utility}",
         # How busy the load kept the worker and the broker, and what came out: past the
         # worker's capacity for the traffic, the written rate is that capacity.
         f"{lv.outcomes_per_s:,.0f} written/s; worker {_core(lv.worker_cpu_s, lv.elapsed_s)}"
