@@ -145,7 +145,7 @@ def record_marketing(
         recent = next((i for i, m in enumerate(entries) if m.at > floor), len(entries))
         # Never more than there are: a negative start would keep only the newest few.
         keep = min(len(entries), max(len(entries) - recent, policy.marketing.unengaged_after))
-        entries = entries[len(entries) - keep :] if keep else []
+        entries = entries[len(entries) - keep :]
     if sent is None and len(entries) == len(ledger):
         return ledger
     return tuple(entries)
