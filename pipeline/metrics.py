@@ -6,7 +6,13 @@ key or event id.
 
 from __future__ import annotations
 
+import itertools
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,14 +21,63 @@ from prometheus_client import (
     Histogram,
     Info,
 )
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # 1 ms to 10 s and beyond: decisions are fast, but a held-back backlog is not.
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+
+# A young collection takes milliseconds; a full one over a worker's decoded states, up to
+# a second. Every thread waits for it, so each one is a latency spike for what is in flight.
+GC_PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_GENERATIONS = 3
+
+
+class GcPauses(Collector):
+    """herald_gc_pause_seconds: how long each garbage collection held the process.
+
+    `on_gc` goes in `gc.callbacks`. It runs inside the collector, which can start in the
+    middle of any code, prometheus_client's own included, whose locks are not reentrant:
+    so it takes no lock and swaps in a new tuple per generation, which a scrape reads whole.
+    """
+
+    def __init__(
+        self,
+        buckets: tuple[float, ...] = GC_PAUSE_BUCKETS,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._bounds, self._clock = buckets, clock
+        self._les = [floatToGoString(b) for b in (*buckets, math.inf)]  # type: ignore[no-untyped-call]
+        empty = ((0,) * (len(buckets) + 1), 0.0)  # per bucket (+Inf last), not cumulative
+        self._seen: list[tuple[tuple[int, ...], float]] = [empty] * GC_GENERATIONS
+        self._started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = self._clock()
+            return
+        took = self._clock() - self._started
+        generation = info["generation"]
+        counts, total = self._seen[generation]
+        i = bisect_left(self._bounds, took)  # the first bucket whose bound is >= took
+        self._seen[generation] = ((*counts[:i], counts[i] + 1, *counts[i + 1 :]), total + took)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "herald_gc_pause_seconds",
+            "Time each garbage collection held the worker (every thread waits), by generation.",
+            labels=["generation"],
+        )
+        for generation, (counts, total) in enumerate(list(self._seen)):
+            buckets = list(zip(self._les, itertools.accumulate(counts), strict=True))
+            family.add_metric([str(generation)], buckets, total)
+        yield family
 
 
 @dataclass(frozen=True)
@@ -45,6 +100,7 @@ class Metrics:
     partitions_recovering: Gauge
     partition_stalled: Gauge
     stalls: Counter
+    gc_pauses: GcPauses
     registry: CollectorRegistry
 
 
@@ -56,6 +112,8 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+    gc_pauses = GcPauses()
+    registry.register(gc_pauses)
     return Metrics(
         events_consumed=Counter(
             "herald_events_consumed_total",
@@ -165,6 +223,7 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             ["topic", "partition"],
             registry=registry,
         ),
+        gc_pauses=gc_pauses,
         registry=registry,
     )
 

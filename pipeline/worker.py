@@ -10,7 +10,7 @@ import os
 from pipeline import logs, topics
 from pipeline.errors import ConfigError
 from pipeline.health import Health, serve_http
-from pipeline.metrics import build_metrics
+from pipeline.metrics import GcPauses, build_metrics
 from pipeline.policy import load_policy
 from pipeline.settings import Settings, format_cpu_list
 
@@ -33,12 +33,14 @@ PAYLOAD_LOGGERS = (
 GC_YOUNG_THRESHOLD = 50_000
 
 
-def tune_garbage_collector() -> None:
-    """Collect less often, and never look again at what exists at start-up."""
+def tune_garbage_collector(pauses: GcPauses) -> None:
+    """Collect less often, never look again at what exists at start-up, and time each
+    collection for /metrics."""
     gc.collect()
     gc.freeze()  # modules, faust's machinery, the policy: alive for the process's life
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    gc.callbacks.append(pauses.on_gc)
 
 
 def pin_to_cpus(cpus: frozenset[int]) -> None:
@@ -96,7 +98,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> int:
     )  # fmt: skip
     for name in PAYLOAD_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
-    tune_garbage_collector()
+    tune_garbage_collector(metrics.gc_pauses)
     worker = faust.Worker(
         app,
         loglevel=loglevel,
