@@ -950,6 +950,8 @@ class Phase:
     python_cpu_s: float = 0.0  # the worker's CPU seconds
     broker_cpu_s: float = 0.0
     other_cpu_s: float = 0.0  # the rest of the machine: this script, other processes
+    gc_s: float = 0.0  # the worker stood still for garbage collection (all workers' added)
+    gc_collections: int = 0
 
     @property
     def rate(self) -> float:
@@ -983,16 +985,45 @@ def outcomes_phase(
         return all(s.worker.alive() for s in group)
 
     base = tail.count  # every earlier outcome has landed: the previous phase waited for it
+    gc = GcMeter(group).start()
     cpu.start()
     first = publisher.send(records)
     published = time.monotonic()
     t_first = tail.wait_for(base + 1, first, timeout, what, alive, decided)
     t_last = tail.wait_for(base + expected, first, timeout, what, alive, decided)
     cpu.stop()
+    gc.stop()
     return Phase(
         expected, t_last - first, published - first, t_first - first,
-        cpu.python_s, cpu.broker_s, cpu.other_s,
+        cpu.python_s, cpu.broker_s, cpu.other_s, gc.seconds, gc.collections,
     )  # fmt: skip
+
+
+class GcMeter:
+    """The workers' garbage-collection pauses between `start` and `stop`, added up.
+
+    Read straight from their /metrics at both ends, not from the sampler's last sample
+    (up to a second old).
+    """
+
+    def __init__(self, group: Sequence[Sampler]) -> None:
+        self.group = group
+        self._start = (0.0, 0)
+        self.seconds, self.collections = 0.0, 0
+
+    def _read(self) -> tuple[float, int]:
+        seen = [scrape(s.worker.url) for s in self.group]
+        return sum(p.gc_pause_s for p in seen), sum(p.gc_collections for p in seen)
+
+    def start(self) -> GcMeter:
+        self._start = self._read()
+        return self
+
+    def stop(self) -> GcMeter:
+        seconds, collections = self._read()
+        self.seconds = seconds - self._start[0]
+        self.collections = collections - self._start[1]
+        return self
 
 
 def bench_policy(workdir: Path) -> Path:
@@ -1108,6 +1139,7 @@ class HeraldBench:
             base = now_seen.consumed.copy()
             counts = {t: n for t, n in traffic.setup_counts.items() if t in SUBSCRIBER_TOPICS}
             want = {t: base[t] + n for t, n in counts.items()}
+            gc = GcMeter([sampler]).start()
             cpu.start()
             first = publisher.send(traffic.setup)
             published = time.monotonic()
@@ -1117,10 +1149,11 @@ class HeraldBench:
                 moving=lambda p: sum(p.consumed[t] for t in want),
             )  # fmt: skip
             cpu.stop()
+            gc.stop()
         n_setup = sum(counts.values())
         result.setup = Phase(
             n_setup, t_done - first, published - first, None,
-            cpu.python_s, cpu.broker_s, cpu.other_s,
+            cpu.python_s, cpu.broker_s, cpu.other_s, gc.seconds, gc.collections,
         )  # fmt: skip
         console.print(f"links and signals: {n_setup:,} in {result.setup.seconds:.1f} s")
 
@@ -1317,6 +1350,8 @@ def figures(ceiling: CeilingResult, herald: HeraldResult) -> dict[str, float | N
             f"{name}_worker_cpu_s": r(phase.python_cpu_s, 2),
             f"{name}_broker_cpu_s": r(phase.broker_cpu_s, 2),
             f"{name}_other_cpu_s": r(phase.other_cpu_s, 2),
+            f"{name}_gc_s": r(phase.gc_s, 3),
+            f"{name}_gc_collections": phase.gc_collections,
         }
     if herald.campaign is not None:
         out["campaign_first_outcome_s"] = r(herald.campaign.first_s, 3)
@@ -1487,6 +1522,12 @@ def main(
         console.print("[red]outputs missing, or unexpected dead letters: figures not trustworthy")
     console.print("suppressions by reason: " + ", ".join(
         f"{r} {n:,}" for r, n in final.suppressions.most_common()))  # fmt: skip
+    paused = [(label, phase) for label, phase in
+              (("updates", herald.setup), ("day", herald.mix), ("campaign", herald.campaign))
+              if phase is not None]  # fmt: skip
+    console.print("the worker stood still for garbage collection (its /metrics): " + ", ".join(
+        f"{label} {p.gc_s:.2f} s in {p.gc_collections} collections ({p.gc_s / p.seconds:.1%})"
+        for label, p in paused if p.seconds > 0))  # fmt: skip
 
     line = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -42,6 +42,8 @@ class Progress:
     deliveries: Counter[str] = field(default_factory=Counter)
     suppressions: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    gc_pause_s: float = 0.0  # every generation's garbage-collection pauses, added up
+    gc_collections: int = 0
 
     @property
     def outcomes(self) -> int:
@@ -49,14 +51,12 @@ class Progress:
 
 
 def scrape(url: str) -> Progress:
-    """Read Herald's counters from a worker's /metrics endpoint."""
+    """Read Herald's progress counters and garbage-collection totals from a worker's /metrics."""
     with urllib.request.urlopen(url, timeout=2) as response:
         text = response.read().decode()
     p = Progress()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if not s.name.endswith("_total"):
-                continue
             if s.name == "herald_events_consumed_total":
                 p.consumed[s.labels["topic"]] += int(s.value)
             elif s.name == "herald_deliveries_total":
@@ -65,6 +65,10 @@ def scrape(url: str) -> Progress:
                 p.suppressions[s.labels["reason"]] += int(s.value)
             elif s.name == "herald_dead_letters_total":
                 p.dead_letters[s.labels["stage"]] += int(s.value)
+            elif s.name == "herald_gc_pause_seconds_sum":
+                p.gc_pause_s += s.value
+            elif s.name == "herald_gc_pause_seconds_count":
+                p.gc_collections += int(s.value)
     return p
 
 
