@@ -42,6 +42,7 @@ from bench.throughput import (
     CpuMeter,
     DayTraffic,
     Encoded,
+    GcMeter,
     PySpy,
     Run,
     inclusive_pyspy,
@@ -77,6 +78,8 @@ class Level:
     worker_cpu_s: float
     broker_cpu_s: float
     other_cpu_s: float
+    gc_s: float  # the worker stood still for garbage collection, in this many collections
+    gc_collections: int
 
     @property
     def utility(self) -> str:
@@ -259,6 +262,7 @@ def run_level(
     first = time.monotonic()
     first_slot = first + (t0_ms / 1000 - time.time())
     what = f"latency, {TRAFFIC_NAMES[traffic]}, at {load:.0%}"
+    gc = GcMeter([bench.sampler]).start()
     cpu.start()
     try:
         lag = send_on_schedule(bench.publisher.producer, schedule)
@@ -269,6 +273,7 @@ def run_level(
     finally:
         cpu.stop()
         tail.track = None
+    gc.stop()
     seen = list(tail.seen)
     got = len(seen)
     run.checks[f"{figure_name(traffic, load)}_outcomes"] = got
@@ -287,11 +292,13 @@ def run_level(
         percentile(to_received, 0.5), percentile(to_received, 0.99),
         percentile(to_utility, 0.5), percentile(to_utility, 0.99), len(to_utility),
         types.pop() if len(types) == 1 else -1, cpu.python_s, cpu.broker_s, cpu.other_s,
+        gc.seconds, gc.collections,
     )  # fmt: skip
     run.console.print(
         f"{what} ({offered:,.0f} decisions/s, {len(planned):,} events): p50 "
         f"{level.p50_ms:,.0f} ms, p99 {level.p99_ms:,.0f} ms, p99.9 {level.p999_ms:,.0f} ms, "
-        f"max {level.max_ms:,.0f} ms{level.utility}"
+        f"max {level.max_ms:,.0f} ms{level.utility}; garbage collection "
+        f"{level.gc_s * 1000:,.0f} ms in {level.gc_collections}"
     )
     return level
 
@@ -325,6 +332,8 @@ def record_level(run: Run, lv: Level, base_name: str) -> None:
         f"{name}_worker_cpu_s": round(lv.worker_cpu_s, 2),
         f"{name}_broker_cpu_s": round(lv.broker_cpu_s, 2),
         f"{name}_other_cpu_s": round(lv.other_cpu_s, 2),
+        f"{name}_gc_s": round(lv.gc_s, 3),
+        f"{name}_gc_collections": lv.gc_collections,
     }
     if lv.traffic == "day":
         run.figures |= {
