@@ -43,6 +43,7 @@ from bench.throughput import (
     DayTraffic,
     Encoded,
     GcMeter,
+    GcSpent,
     PySpy,
     Run,
     inclusive_pyspy,
@@ -78,8 +79,7 @@ class Level:
     worker_cpu_s: float
     broker_cpu_s: float
     other_cpu_s: float
-    gc_s: float  # the worker stood still for garbage collection, in this many collections
-    gc_collections: int
+    gc: GcSpent  # the worker stood still for garbage collection
 
     @property
     def utility(self) -> str:
@@ -292,13 +292,12 @@ def run_level(
         percentile(to_received, 0.5), percentile(to_received, 0.99),
         percentile(to_utility, 0.5), percentile(to_utility, 0.99), len(to_utility),
         types.pop() if len(types) == 1 else -1, cpu.python_s, cpu.broker_s, cpu.other_s,
-        gc.seconds, gc.collections,
+        gc.spent,
     )  # fmt: skip
     run.console.print(
         f"{what} ({offered:,.0f} decisions/s, {len(planned):,} events): p50 "
         f"{level.p50_ms:,.0f} ms, p99 {level.p99_ms:,.0f} ms, p99.9 {level.p999_ms:,.0f} ms, "
-        f"max {level.max_ms:,.0f} ms{level.utility}; garbage collection "
-        f"{level.gc_s * 1000:,.0f} ms in {level.gc_collections}"
+        f"max {level.max_ms:,.0f} ms{level.utility}; garbage collection {level.gc.describe()}"
     )
     return level
 
@@ -332,9 +331,7 @@ def record_level(run: Run, lv: Level, base_name: str) -> None:
         f"{name}_worker_cpu_s": round(lv.worker_cpu_s, 2),
         f"{name}_broker_cpu_s": round(lv.broker_cpu_s, 2),
         f"{name}_other_cpu_s": round(lv.other_cpu_s, 2),
-        f"{name}_gc_s": round(lv.gc_s, 3),
-        f"{name}_gc_collections": lv.gc_collections,
-    }
+    } | lv.gc.figures(name)
     if lv.traffic == "day":
         run.figures |= {
             f"{name}_utility_outcomes": lv.utility_outcomes,

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -950,8 +950,7 @@ class Phase:
     python_cpu_s: float = 0.0  # the worker's CPU seconds
     broker_cpu_s: float = 0.0
     other_cpu_s: float = 0.0  # the rest of the machine: this script, other processes
-    gc_s: float = 0.0  # the worker stood still for garbage collection (all workers' added)
-    gc_collections: int = 0
+    gc: GcSpent = field(default_factory=lambda: GcSpent())  # all workers' added up
 
     @property
     def rate(self) -> float:
@@ -995,8 +994,39 @@ def outcomes_phase(
     gc.stop()
     return Phase(
         expected, t_last - first, published - first, t_first - first,
-        cpu.python_s, cpu.broker_s, cpu.other_s, gc.seconds, gc.collections,
+        cpu.python_s, cpu.broker_s, cpu.other_s, gc.spent,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GcSpent:
+    """Garbage-collection pauses over a phase: seconds and collections, by generation."""
+
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    collections: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+    def describe(self) -> str:
+        """ "0.95 s in 3 collections (generation 0: 2, 0.21 s; 1: 1, 0.74 s)"."""
+        spent = [g for g in sorted(self.collections) if self.collections[g]]
+        each = "; ".join(
+            f"{'generation ' if i == 0 else ''}{g}: {self.collections[g]}, {self.seconds[g]:.2f} s"
+            for i, g in enumerate(spent)
+        )
+        n = sum(self.collections.values())
+        return f"{self.total_s:.2f} s in {n} collections" + (f" ({each})" if each else "")
+
+    def figures(self, name: str) -> dict[str, float]:
+        """Flat figures for results.jsonl: `<name>_gc_s`, and per generation g
+        `<name>_gc<g>_s` and `<name>_gc<g>_collections`."""
+        out: dict[str, float] = {f"{name}_gc_s": round(self.total_s, 3)}
+        for g in sorted(self.collections):
+            out[f"{name}_gc{g}_s"] = round(self.seconds.get(g, 0.0), 3)
+            out[f"{name}_gc{g}_collections"] = self.collections[g]
+        return out
 
 
 class GcMeter:
@@ -1008,21 +1038,27 @@ class GcMeter:
 
     def __init__(self, group: Sequence[Sampler]) -> None:
         self.group = group
-        self._start = (0.0, 0)
-        self.seconds, self.collections = 0.0, 0
+        self._start = GcSpent()
+        self.spent = GcSpent()
 
-    def _read(self) -> tuple[float, int]:
-        seen = [scrape(s.worker.url) for s in self.group]
-        return sum(p.gc_pause_s for p in seen), sum(p.gc_collections for p in seen)
+    def _read(self) -> GcSpent:
+        seconds: Counter[str] = Counter()
+        collections: Counter[str] = Counter()
+        for p in (scrape(s.worker.url) for s in self.group):
+            seconds.update(p.gc_pause_s)
+            collections.update(p.gc_collections)
+        return GcSpent(dict(seconds), dict(collections))
 
     def start(self) -> GcMeter:
         self._start = self._read()
         return self
 
     def stop(self) -> GcMeter:
-        seconds, collections = self._read()
-        self.seconds = seconds - self._start[0]
-        self.collections = collections - self._start[1]
+        end, start = self._read(), self._start
+        self.spent = GcSpent(
+            {g: s - start.seconds.get(g, 0.0) for g, s in end.seconds.items()},
+            {g: n - start.collections.get(g, 0) for g, n in end.collections.items()},
+        )
         return self
 
 
@@ -1153,7 +1189,7 @@ class HeraldBench:
         n_setup = sum(counts.values())
         result.setup = Phase(
             n_setup, t_done - first, published - first, None,
-            cpu.python_s, cpu.broker_s, cpu.other_s, gc.seconds, gc.collections,
+            cpu.python_s, cpu.broker_s, cpu.other_s, gc.spent,
         )  # fmt: skip
         console.print(f"links and signals: {n_setup:,} in {result.setup.seconds:.1f} s")
 
@@ -1350,9 +1386,7 @@ def figures(ceiling: CeilingResult, herald: HeraldResult) -> dict[str, float | N
             f"{name}_worker_cpu_s": r(phase.python_cpu_s, 2),
             f"{name}_broker_cpu_s": r(phase.broker_cpu_s, 2),
             f"{name}_other_cpu_s": r(phase.other_cpu_s, 2),
-            f"{name}_gc_s": r(phase.gc_s, 3),
-            f"{name}_gc_collections": phase.gc_collections,
-        }
+        } | phase.gc.figures(name)
     if herald.campaign is not None:
         out["campaign_first_outcome_s"] = r(herald.campaign.first_s, 3)
     return out
@@ -1525,8 +1559,8 @@ def main(
     paused = [(label, phase) for label, phase in
               (("updates", herald.setup), ("day", herald.mix), ("campaign", herald.campaign))
               if phase is not None]  # fmt: skip
-    console.print("the worker stood still for garbage collection (its /metrics): " + ", ".join(
-        f"{label} {p.gc_s:.2f} s in {p.gc_collections} collections ({p.gc_s / p.seconds:.1%})"
+    console.print("the worker stood still for garbage collection (its /metrics): " + "; ".join(
+        f"{label} {p.gc.describe()}, {p.gc.total_s / p.seconds:.1%} of the phase"
         for label, p in paused if p.seconds > 0))  # fmt: skip
 
     line = {

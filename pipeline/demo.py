@@ -42,8 +42,9 @@ class Progress:
     deliveries: Counter[str] = field(default_factory=Counter)
     suppressions: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
-    gc_pause_s: float = 0.0  # every generation's garbage-collection pauses, added up
-    gc_collections: int = 0
+    # Garbage-collection pauses so far: seconds and collections, by generation ("0".."2").
+    gc_pause_s: dict[str, float] = field(default_factory=dict)
+    gc_collections: Counter[str] = field(default_factory=Counter)
 
     @property
     def outcomes(self) -> int:
@@ -66,9 +67,10 @@ def scrape(url: str) -> Progress:
             elif s.name == "herald_dead_letters_total":
                 p.dead_letters[s.labels["stage"]] += int(s.value)
             elif s.name == "herald_gc_pause_seconds_sum":
-                p.gc_pause_s += s.value
+                generation = s.labels["generation"]
+                p.gc_pause_s[generation] = p.gc_pause_s.get(generation, 0.0) + s.value
             elif s.name == "herald_gc_pause_seconds_count":
-                p.gc_collections += int(s.value)
+                p.gc_collections[s.labels["generation"]] += int(s.value)
     return p
 
 

@@ -106,3 +106,6 @@ def test_every_dashboard_and_rule_expression_returns_data(
     assert not failed, "did not parse:\n" + "\n".join(failed)
     assert not unhealthy, "rules failing to evaluate:\n" + "\n".join(unhealthy)
     assert not empty, f"{len(empty)} of {len(queries)} returned no data:\n" + "\n".join(empty)
+    # The GC panel finds data even if only one generation were exported: all three are.
+    gc_series = instant(prom, "herald_gc_pause_seconds_count")["data"]["result"]
+    assert sorted(r["metric"]["generation"] for r in gc_series) == ["0", "1", "2"]
