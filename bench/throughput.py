@@ -1273,11 +1273,12 @@ def summarise_pyspy(path: Path, top: int = 12) -> tuple[list[tuple[str, float]],
     leaf: Counter[str] = Counter()
     apart: Counter[str] = Counter()
     for frames, count in _pyspy_stacks(path):
-        if any("socketserver.py" in f or "wsgiref" in f for f in frames):
-            apart[METRICS_THREAD] += count
-            continue
+        # Idle first: the HTTP server's listening thread waits in select() too.
         if any(idle in frames[-1] for idle in IDLE_LEAVES):
             apart[IDLE] += count
+            continue
+        if any("socketserver.py" in f or "wsgiref" in f for f in frames):
+            apart[METRICS_THREAD] += count
             continue
         label = "other (builtins, C code called from unlisted frames)"
         for frame in reversed(frames):
