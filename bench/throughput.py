@@ -939,6 +939,37 @@ class PySpy:
 # ---------------------------------------------------------------------- Herald, measured
 
 
+@dataclass(frozen=True)
+class GcSpent:
+    """Garbage-collection pauses over a phase: seconds and collections, by generation."""
+
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    collections: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+    def describe(self) -> str:
+        """Text like "0.95 s in 3 collections (generation 0: 2, 0.21 s; 1: 1, 0.74 s)"."""
+        spent = [g for g in sorted(self.collections) if self.collections[g]]
+        each = "; ".join(
+            f"{'generation ' if i == 0 else ''}{g}: {self.collections[g]}, {self.seconds[g]:.2f} s"
+            for i, g in enumerate(spent)
+        )
+        n = sum(self.collections.values())
+        return f"{self.total_s:.2f} s in {n} collections" + (f" ({each})" if each else "")
+
+    def figures(self, name: str) -> dict[str, float]:
+        """Flat figures for results.jsonl: `<name>_gc_s`, and per generation g
+        `<name>_gc<g>_s` and `<name>_gc<g>_collections`."""
+        out: dict[str, float] = {f"{name}_gc_s": round(self.total_s, 3)}
+        for g in sorted(self.collections):
+            out[f"{name}_gc{g}_s"] = round(self.seconds.get(g, 0.0), 3)
+            out[f"{name}_gc{g}_collections"] = self.collections[g]
+        return out
+
+
 @dataclass
 class Phase:
     """One timed phase: `count` things done in `seconds`, first publish to last done."""
@@ -950,7 +981,7 @@ class Phase:
     python_cpu_s: float = 0.0  # the worker's CPU seconds
     broker_cpu_s: float = 0.0
     other_cpu_s: float = 0.0  # the rest of the machine: this script, other processes
-    gc: GcSpent = field(default_factory=lambda: GcSpent())  # all workers' added up
+    gc: GcSpent = field(default_factory=GcSpent)  # all workers' added up
 
     @property
     def rate(self) -> float:
@@ -996,37 +1027,6 @@ def outcomes_phase(
         expected, t_last - first, published - first, t_first - first,
         cpu.python_s, cpu.broker_s, cpu.other_s, gc.spent,
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class GcSpent:
-    """Garbage-collection pauses over a phase: seconds and collections, by generation."""
-
-    seconds: Mapping[str, float] = field(default_factory=dict)
-    collections: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def total_s(self) -> float:
-        return sum(self.seconds.values())
-
-    def describe(self) -> str:
-        """ "0.95 s in 3 collections (generation 0: 2, 0.21 s; 1: 1, 0.74 s)"."""
-        spent = [g for g in sorted(self.collections) if self.collections[g]]
-        each = "; ".join(
-            f"{'generation ' if i == 0 else ''}{g}: {self.collections[g]}, {self.seconds[g]:.2f} s"
-            for i, g in enumerate(spent)
-        )
-        n = sum(self.collections.values())
-        return f"{self.total_s:.2f} s in {n} collections" + (f" ({each})" if each else "")
-
-    def figures(self, name: str) -> dict[str, float]:
-        """Flat figures for results.jsonl: `<name>_gc_s`, and per generation g
-        `<name>_gc<g>_s` and `<name>_gc<g>_collections`."""
-        out: dict[str, float] = {f"{name}_gc_s": round(self.total_s, 3)}
-        for g in sorted(self.collections):
-            out[f"{name}_gc{g}_s"] = round(self.seconds.get(g, 0.0), 3)
-            out[f"{name}_gc{g}_collections"] = self.collections[g]
-        return out
 
 
 class GcMeter:

@@ -33,8 +33,8 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
-# A young collection takes milliseconds; a full one over a worker's decoded states, up to
-# a second. Every thread waits for it, so each one is a latency spike for what is in flight.
+# A worker's young collections (GC_YOUNG_THRESHOLD objects at a time) take 0.1-0.3 s, an
+# older generation's up to a second. Every thread waits: each one is a latency spike.
 GC_PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 GC_GENERATIONS = 3
 
