@@ -1557,12 +1557,15 @@ def main(
         console.print("[red]outputs missing, or unexpected dead letters: figures not trustworthy")
     console.print("suppressions by reason: " + ", ".join(
         f"{r} {n:,}" for r, n in final.suppressions.most_common()))  # fmt: skip
-    paused = [(label, phase) for label, phase in
-              (("updates", herald.setup), ("day", herald.mix), ("campaign", herald.campaign))
-              if phase is not None]  # fmt: skip
-    console.print("the worker stood still for garbage collection (its /metrics): " + "; ".join(
+    phases = (("updates", herald.setup), ("day", herald.mix), ("campaign", herald.campaign))
+    paused = [
         f"{label} {p.gc.describe()}, {p.gc.total_s / p.seconds:.1%} of the phase"
-        for label, p in paused if p.seconds > 0))  # fmt: skip
+        for label, p in phases
+        if p is not None and p.seconds > 0
+    ]
+    console.print(
+        "the worker stood still for garbage collection (its /metrics): " + "; ".join(paused)
+    )
 
     line = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
